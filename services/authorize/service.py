@@ -1,0 +1,58 @@
+"""The authorize service: the policy decision point, over mTLS gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+
+from services.authorize.authorizer import ACL, AuthorizerServicer
+from services.topology import grpc_listen_address
+from shared.config import Config
+from shared.pb import authorize_pb2_grpc
+from shared.rpc import (
+    RpcServer,
+    ServiceChannel,
+    internal_tls,
+    report_reachability,
+    start_server,
+)
+
+log = logging.getLogger("vallum.authorize")
+
+
+@dataclass
+class Authorize:
+    rpc: RpcServer
+    sessions: ServiceChannel
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return (
+            f"Authorizer (gRPC, mTLS) on {self.rpc.address} as "
+            f"{self.rpc.identity}, sessions from {self.sessions.url}"
+        )
+
+    async def stop(self, grace: float) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.rpc.stop(grace)
+        await self.sessions.close()
+
+
+async def start(config: Config) -> Authorize:
+    tls = internal_tls(config)
+    sessions = ServiceChannel(config.databroker_service_url[0], tls)
+    servicer = AuthorizerServicer(config, sessions)
+
+    def register(server: grpc.aio.Server) -> None:
+        authorize_pb2_grpc.add_AuthorizerServicer_to_server(servicer, server)
+
+    rpc = await start_server(grpc_listen_address(config, "authorize"), tls, ACL, register)
+    service = Authorize(rpc, sessions)
+    service.tasks.append(
+        asyncio.create_task(report_reachability(sessions, "authenticate (sessions)"))
+    )
+    return service

@@ -1,0 +1,125 @@
+"""What the all-in-one supervisor prepares in `data_dir` before starting children.
+
+On first start: an internal CA, one certificate per service (its SPIFFE identity),
+a server certificate for the route hosts when none is configured, and the shared
+and cookie secrets when none are configured. Later starts reuse them, re-issuing a
+certificate only when it is near expiry or no longer names what it must. The result
+is, per child, the environment that points it at its material.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from services.topology import GRPC_SERVICES, grpc_listen_address
+from shared.config import Config
+from shared.pki import (
+    CA,
+    PKIError,
+    init_ca,
+    issue_server,
+    issue_service,
+    load_ca,
+    load_certificates,
+    spiffe_ids,
+    write_issued,
+)
+from shared.rpc import StartupError, spiffe_id
+
+log = logging.getLogger("vallum.supervisor")
+
+SERVICES = ("authenticate", "authorize", "proxy")
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def route_hosts(config: Config) -> list[str]:
+    hosts: list[str] = []
+    for url in [r.from_url for r in config.routes] + [config.authenticate_service_url or ""]:
+        host = urlsplit(url).hostname
+        if host and host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def _needs_issue(path: Path, must_name: list[str]) -> bool:
+    try:
+        cert = load_certificates(path.read_bytes())[0]
+    except (OSError, PKIError):
+        return True
+    if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+        return True
+    names = set(spiffe_ids(cert))
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names.update(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    return not set(must_name) <= names
+
+
+def _ca(pki: Path) -> CA:
+    if (pki / "ca.pem").exists():
+        return load_ca(pki)
+    log.info("creating the internal CA in %s", pki)
+    return init_ca(pki)
+
+
+def _secret_file(directory: Path, name: str) -> str:
+    path = directory / name
+    if not path.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        log.info("generated %s in %s", name, path)
+    return str(path)
+
+
+def prepare(config: Config) -> dict[str, dict[str, str]]:
+    """Make the data_dir material and return each child's environment overrides."""
+    if config.internal_certificate is not None:
+        raise StartupError(
+            "internal_certificate: all-in-one issues one certificate per service from its "
+            "own CA in data_dir; remove the internal_* keys, or run the services separately"
+        )
+    data = Path(config.data_dir)
+    pki = data / "pki"
+    try:
+        ca = _ca(pki)
+        common: dict[str, str] = {"CERTIFICATE_AUTHORITY_FILE": str(pki / "ca.pem")}
+        env: dict[str, dict[str, str]] = {}
+        for service in SERVICES:
+            cert = pki / f"{service}.pem"
+            if _needs_issue(cert, [spiffe_id(config.trust_domain, service)]):
+                issued = issue_service(ca, service, config.trust_domain)
+                write_issued(issued, pki, service, force=True)
+            env[service] = {
+                **common,
+                "INTERNAL_CERTIFICATE_FILE": str(cert),
+                "INTERNAL_CERTIFICATE_KEY_FILE": str(pki / f"{service}-key.pem"),
+            }
+        if not config.insecure_server and config.certificate is None and not config.certificates:
+            hosts = [*route_hosts(config), "localhost", "127.0.0.1"]
+            cert = pki / "proxy-server.pem"
+            if _needs_issue(cert, hosts):
+                write_issued(issue_server(ca, hosts), pki, "proxy-server", force=True)
+            env["proxy"]["CERTIFICATE_FILE"] = str(cert)
+            env["proxy"]["CERTIFICATE_KEY_FILE"] = str(pki / "proxy-server-key.pem")
+    except PKIError as e:
+        raise StartupError(f"data_dir: cannot prepare the internal PKI in {pki}: {e}") from None
+    for key in ("shared_secret", "cookie_secret"):
+        if getattr(config, key) is None:
+            path = _secret_file(data / "secrets", key)
+            for overrides in env.values():
+                overrides[f"{key.upper()}_FILE"] = path
+    for service in GRPC_SERVICES:
+        env[service]["GRPC_ADDRESS"] = grpc_listen_address(config, service)
+    return env

@@ -1,0 +1,91 @@
+"""`vallum run`: one service in this process, or several under the supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+from services import runtime
+from services.bootstrap import SERVICES, prepare
+from services.supervisor import Supervisor, make_children
+from shared.config import Config, ConfigError, load_config
+from shared.logs import setup_logging
+from shared.rpc import StartupError
+
+log = logging.getLogger("vallum")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run Vallum's services")
+    p.add_argument("--config", "-c", help="config.yaml (environment variables override it)")
+    p.add_argument(
+        "--services",
+        help="all (default: the supervisor runs each service as a child process), or one "
+        "of authenticate, authorize, proxy, or a comma list; overrides `services`",
+    )
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(handler=handle)
+
+
+def load(path: str | None, services: str | None) -> Config:
+    environ = dict(os.environ)
+    if services:
+        environ["SERVICES"] = services
+    return load_config(path, environ)
+
+
+def handle(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config, args.services)
+    except ConfigError as e:
+        setup_logging("info")
+        log.error("the configuration has problems:\n%s", e)
+        return runtime.EXIT_CONFIG
+    setup_logging(config.log_level)
+    services = [s for s in SERVICES if s in config.services]
+    if len(services) == 1:
+        return runtime.run_service(
+            config, services[0], starter(services[0]), ready_fd=args.ready_fd
+        )
+    try:
+        overrides = prepare(config) if config.all_in_one else {}
+    except StartupError as e:
+        log.error("%s", e)
+        return runtime.EXIT_CONFIG
+    children = make_children(services, args.config, overrides, os.environ)
+    supervisor = Supervisor(children, banner=banner(config))
+    return asyncio.run(supervisor.run())
+
+
+def starter(name: str) -> runtime.Starter:
+    # Imported here so a process pays only for the service it runs.
+    if name == "authenticate":
+        from services.authenticate.service import start as start_authenticate
+
+        return start_authenticate
+    if name == "authorize":
+        from services.authorize.service import start as start_authorize
+
+        return start_authorize
+    from services.proxy.service import start as start_proxy
+
+    return start_proxy
+
+
+def banner(config: Config) -> str:
+    scheme = "http" if config.insecure_server else "https"
+    port = "" if config.address.port in (80, 443) else f":{config.address.port}"
+    lines = ["all services ready"]
+    for route in config.routes:
+        lines.append(f"  route {route.from_url} -> {', '.join(t.url for t in route.to) or '-'}")
+    if config.authenticate_service_url:
+        lines.append(f"  sign in at {config.authenticate_service_url}")
+    lines.append(f"  health: {scheme}://localhost{port}/healthz")
+    if not config.insecure_server and config.certificate is None and not config.certificates:
+        lines.append(
+            f"  the server certificate is from Vallum's own CA: trust "
+            f"{config.data_dir}/pki/ca.pem (e.g. curl --cacert)"
+        )
+    return "\n".join(lines)

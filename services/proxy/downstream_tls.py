@@ -1,0 +1,113 @@
+"""The proxy's server certificates: chosen by SNI, reloaded when their files change.
+
+Each configured pair gets its own SSLContext; the listener's SNI callback switches
+the connection to the context whose certificate names the requested host (exact
+name first, then a one-label wildcard), else to the default, the first pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from shared.material import FileWatch, KeyPair, MaterialError, SourceLike, load_key_pair
+
+log = logging.getLogger("vallum.proxy.tls")
+
+
+@dataclass(frozen=True, slots=True)
+class PairSource:
+    cert: SourceLike
+    key: SourceLike
+    cert_key: str
+    key_key: str
+
+
+def context_for(pair: KeyPair) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    # ssl can load a chain only from files: write it to a private directory for the
+    # instant it takes, so inline certificates work too.
+    with tempfile.TemporaryDirectory(prefix="vallum-tls-") as tmp:
+        cert_path = os.path.join(tmp, "cert.pem")
+        key_path = os.path.join(tmp, "key.pem")
+        for path, data in ((cert_path, pair.cert_pem), (key_path, pair.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
+    return ctx
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [name.lower() for name in san.get_values_for_type(x509.DNSName)]
+
+
+class CertificateSet:
+    """The current certificates by name, swapped as a whole on reload."""
+
+    def __init__(self, sources: Sequence[PairSource]) -> None:
+        if not sources:
+            raise MaterialError("no server certificate configured")
+        self._sources = list(sources)
+        self._watch = FileWatch([p for s in sources for p in (s.cert.path, s.key.path)])
+        self._by_name: dict[str, ssl.SSLContext] = {}
+        self._default: ssl.SSLContext
+        self._load()
+        self.listener = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.listener.sni_callback = self._select
+
+    def _load(self) -> None:
+        by_name: dict[str, ssl.SSLContext] = {}
+        default: ssl.SSLContext | None = None
+        for source in self._sources:
+            pair = load_key_pair(
+                source.cert, source.key, cert_key=source.cert_key, key_key=source.key_key
+            )
+            ctx = context_for(pair)
+            default = default or ctx
+            for name in dns_names(pair.leaf):
+                by_name.setdefault(name, ctx)
+        assert default is not None
+        self._by_name, self._default = by_name, default
+
+    def _select(self, sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        sock.context = self.context_for_name(server_name)
+
+    def context_for_name(self, server_name: str | None) -> ssl.SSLContext:
+        if server_name:
+            name = server_name.lower()
+            ctx = self._by_name.get(name)
+            if ctx is None and "." in name:
+                ctx = self._by_name.get("*." + name.split(".", 1)[1])
+            if ctx is not None:
+                return ctx
+        return self._default
+
+    def reload_if_changed(self) -> bool:
+        if not self._watch.changed():
+            return False
+        try:
+            self._load()
+        except (MaterialError, ssl.SSLError, OSError) as e:
+            log.error("server certificate change not applied, keeping the old ones: %s", e)
+            return False
+        log.info("server certificates reloaded")
+        return True
+
+    async def watch(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.reload_if_changed()

@@ -1,0 +1,154 @@
+"""The proxy service: the HTTPS listener users reach.
+
+It serves the built-in endpoints (/ping, /healthz) and keeps a channel to
+authorize; /healthz reports whether authorize answers over mTLS gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import grpc
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from services.proxy.downstream_tls import CertificateSet, PairSource
+from services.topology import format_address
+from shared.config import Config
+from shared.rpc import (
+    ServiceChannel,
+    StartupError,
+    check_health,
+    describe_rpc_error,
+    internal_tls,
+    report_reachability,
+)
+
+log = logging.getLogger("vallum.proxy")
+
+HEALTH_TIMEOUT = 2.0
+
+
+@dataclass
+class Proxy:
+    config: Config
+    authorize: ServiceChannel
+    certificates: CertificateSet | None
+    server: uvicorn.Server | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    bound: str = ""
+
+    def describe(self) -> str:
+        scheme = "http" if self.certificates is None else "https"
+        return f"{scheme} on {self.bound}, authorize at {self.authorize.url}"
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            status = await check_health(self.authorize.get(), timeout=HEALTH_TIMEOUT)
+        except grpc.aio.AioRpcError as e:
+            reason = describe_rpc_error(e, self.authorize.url)
+            return JSONResponse({"status": "unavailable", "authorize": reason}, status_code=503)
+        code = 200 if status == "SERVING" else 503
+        return JSONResponse(
+            {"status": "ok" if code == 200 else "unavailable", "authorize": status},
+            status_code=code,
+        )
+
+    async def stop(self, grace: float) -> None:
+        serving, *others = self.tasks
+        for task in others:
+            task.cancel()
+        if self.server is not None:
+            # uvicorn stops accepting, lets in-flight requests finish, then returns.
+            self.server.should_exit = True
+        try:
+            await asyncio.wait_for(serving, grace + 1.0)
+        except TimeoutError:
+            log.warning("requests still running after %.0fs; closing them", grace)
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.authorize.close()
+
+
+async def ping(request: Request) -> Response:
+    return PlainTextResponse("OK")
+
+
+def certificate_sources(config: Config) -> list[PairSource]:
+    sources = []
+    if config.certificate is not None and config.certificate_key is not None:
+        sources.append(
+            PairSource(config.certificate, config.certificate_key, "certificate", "certificate_key")
+        )
+    for i, pair in enumerate(config.certificates):
+        sources.append(
+            PairSource(pair.cert, pair.key, f"certificates[{i}].cert", f"certificates[{i}].key")
+        )
+    return sources
+
+
+def bind(address: str, key: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except OSError as e:
+        sock.close()
+        hint = (
+            " (stop the other process or choose another port)"
+            if e.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise StartupError(f"{key}: cannot listen on {address}: {e.strerror}{hint}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def start(config: Config) -> Proxy:
+    tls = internal_tls(config)
+    sources = certificate_sources(config)
+    if not sources and not config.insecure_server:
+        raise StartupError(
+            "certificate_file: the proxy needs a server certificate (certificate_file + "
+            "certificate_key_file, or certificates), or insecure_server: true behind a "
+            "TLS-terminating load balancer"
+        )
+    certificates = None if config.insecure_server else CertificateSet(sources)
+    proxy = Proxy(config, ServiceChannel(config.authorize_service_url[0], tls), certificates)
+    app = Starlette(routes=[Route("/ping", ping), Route("/healthz", proxy.healthz)])
+    address = format_address(config.address)
+    sock = bind(address, "address")
+    proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
+    uv_config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
+    )
+    uv_config.load()
+    if certificates is not None:
+        uv_config.ssl = certificates.listener
+        proxy.tasks.append(asyncio.create_task(certificates.watch()))
+    server = uvicorn.Server(uv_config)
+    proxy.server = server
+    proxy.tasks.insert(0, asyncio.create_task(_serve(server, sock)))
+    proxy.tasks.append(asyncio.create_task(report_reachability(proxy.authorize, "authorize")))
+    serving = proxy.tasks[0]
+    # uvicorn reports start-up only through this flag.
+    while not server.started:
+        if serving.done():
+            serving.result()
+            raise StartupError(f"address: the HTTP server on {proxy.bound} stopped while starting")
+        await asyncio.sleep(0.01)
+    return proxy
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    await server.serve(sockets=[sock])

@@ -1,0 +1,198 @@
+"""The all-in-one supervisor: each service as its own child process.
+
+It starts the children with their environment from `bootstrap.prepare`, prefixes
+their log lines with their name, restarts a child that crashed (exponential
+backoff, reset after a minute of good health), gives up on a child whose
+configuration is wrong (exit 78: a restart would fail the same way), forwards
+SIGHUP, and on SIGTERM/SIGINT stops the children gracefully and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from services.runtime import EXIT_CONFIG, GRACE_SECONDS
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+HEALTHY_AFTER = 60.0
+STARTUP_WAIT = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    started_at: float = 0.0
+    backoff: float = BACKOFF_START
+    restarts: int = 0
+    ready_task: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    def __init__(
+        self,
+        children: Sequence[Child],
+        *,
+        banner: str = "",
+    ) -> None:
+        self.children = list(children)
+        self.banner = banner
+        self._stopping = asyncio.Event()
+        self._fatal: str | None = None
+        self._width = max(len(c.name) for c in self.children)
+
+    def say(self, name: str, line: str) -> None:
+        sys.stdout.write(f"{name:<{self._width}} | {line}\n")
+        sys.stdout.flush()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        ready = asyncio.create_task(self._announce())
+        watchers = []
+        # In dependency order, each waiting (briefly) for the one before to be ready,
+        # so nothing logs a peer as unreachable merely because it started first.
+        for child in self.children:
+            watchers.append(asyncio.create_task(self._keep(child)))
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait(
+                [asyncio.create_task(child.ready.wait()), stopping],
+                timeout=STARTUP_WAIT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            stopping.cancel()
+        await self._stopping.wait()
+        ready.cancel()
+        await self._stop_all()
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, ready, return_exceptions=True)
+        if self._fatal is not None:
+            self.say("vallum", self._fatal)
+            return 1
+        self.say("vallum", "stopped")
+        return 0
+
+    def _forward(self, sig: int) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.returncode is None:
+                child.process.send_signal(sig)
+
+    async def _announce(self) -> None:
+        await asyncio.gather(*(c.ready.wait() for c in self.children))
+        for line in self.banner.splitlines():
+            self.say("vallum", line)
+
+    async def _spawn(self, child: Child) -> asyncio.subprocess.Process:
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *child.argv,
+                "--ready-fd",
+                str(write_fd),
+                env=child.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                start_new_session=True,  # a Ctrl-C reaches the supervisor only
+            )
+        finally:
+            os.close(write_fd)
+        child.ready_task = asyncio.create_task(self._await_ready(child, read_fd))
+        return process
+
+    async def _await_ready(self, child: Child, read_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+        try:
+            if (await reader.readline()).strip() == b"ready":
+                child.ready.set()
+        finally:
+            transport.close()
+
+    async def _pump(self, child: Child, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.say(child.name, raw.decode(errors="replace").rstrip("\n"))
+
+    async def _keep(self, child: Child) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            child.started_at = loop.time()
+            process = child.process = await self._spawn(child)
+            await asyncio.gather(self._pump(child, process), process.wait())
+            if self._stopping.is_set():
+                return
+            code = process.returncode
+            if code == EXIT_CONFIG:
+                self._fatal = (
+                    f"{child.name} cannot start with this configuration (see its message "
+                    "above); stopping everything"
+                )
+                self._stopping.set()
+                return
+            if loop.time() - child.started_at > HEALTHY_AFTER:
+                child.backoff = BACKOFF_START
+            child.restarts += 1
+            self.say(
+                "vallum",
+                f"{child.name} exited with {_describe_exit(code)}; "
+                f"restarting in {child.backoff:.1f}s (restart {child.restarts})",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), child.backoff)
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+
+    async def _stop_all(self) -> None:
+        live = [c.process for c in self.children if c.process and c.process.returncode is None]
+        for process in live:
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in live)), GRACE_SECONDS + 5.0)
+        except TimeoutError:
+            for process in live:
+                if process.returncode is None:
+                    process.kill()
+            await asyncio.gather(*(p.wait() for p in live))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"status {code}"
+
+
+def child_argv(service: str, config_path: str | None) -> list[str]:
+    argv = [sys.executable, "-m", "services", "run", "--services", service]
+    if config_path:
+        argv += ["--config", config_path]
+    return argv
+
+
+def make_children(
+    services: Sequence[str],
+    config_path: str | None,
+    overrides: Mapping[str, Mapping[str, str]],
+    base_env: Mapping[str, str],
+) -> list[Child]:
+    return [
+        Child(s, child_argv(s, config_path), {**base_env, **overrides.get(s, {})}) for s in services
+    ]

@@ -1,0 +1,188 @@
+"""The typed, immutable configuration that every service is handed.
+
+Defaults live here, on the dataclass fields, and nowhere else: the parser passes
+only the keys a user actually gave, so the schema table and the model cannot
+disagree about what an omitted key means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+ALL_SERVICES: frozenset[str] = frozenset({"authenticate", "authorize", "proxy"})
+
+
+def _empty_map() -> Mapping[str, Any]:
+    # A fresh proxy per instance: dataclasses refuse an unhashable shared default.
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A listen address; an empty host means every interface."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """PEM material given inline or by path.
+
+    The path is kept even once `data` is filled in, so that TLS code can re-read
+    the file when it changes on disk (certificates are rotated without restarts).
+    """
+
+    path: str | None
+    # Kept out of repr so logging a config never prints a private key.
+    data: bytes | None = field(repr=False)
+
+    def __str__(self) -> str:
+        # Never the bytes: a Source may hold a private key.
+        return self.path if self.path is not None else "<inline>"
+
+
+@dataclass(frozen=True, slots=True)
+class CertificatePair:
+    cert: Source
+    key: Source
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedURL:
+    """One upstream of a route; weights only matter relative to their siblings."""
+
+    url: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """A route that answers with a redirect instead of proxying.
+
+    None means "keep that part of the request URL as it is".
+    """
+
+    https_redirect: bool | None = None
+    scheme_redirect: str | None = None
+    host_redirect: str | None = None
+    port_redirect: int | None = None
+    path_redirect: str | None = None
+    prefix_rewrite: str | None = None
+    response_code: int | None = None
+    strip_query: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectResponse:
+    """A route that answers with a fixed status and body instead of proxying."""
+
+    status: int
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    # `from` is a Python keyword, hence the attribute name.
+    from_url: str
+    to: tuple[WeightedURL, ...] = ()
+    redirect: Redirect | None = None
+    response: DirectResponse | None = None
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+
+    prefix_rewrite: str | None = None
+    regex_rewrite_pattern: str | None = None
+    regex_rewrite_substitution: str | None = None
+    host_rewrite: str | None = None
+    host_rewrite_header: str | None = None
+    preserve_host_header: bool = False
+    set_request_headers: Mapping[str, str] = field(default_factory=_empty_map)
+    remove_request_headers: tuple[str, ...] = ()
+    set_response_headers: Mapping[str, str] = field(default_factory=_empty_map)
+    allow_websockets: bool = False
+    timeout: float = 30.0
+    idle_timeout: float | None = None
+    # None inherits Config.pass_identity_headers.
+    pass_identity_headers: bool | None = None
+
+    # Raw YAML, frozen (mappings become read-only, lists become tuples); the policy
+    # module compiles it.
+    policy: Any = None
+    allow_public_unauthenticated_access: bool = False
+    allow_any_authenticated_user: bool = False
+    cors_allow_preflight: bool = False
+    allowed_users: tuple[str, ...] = ()
+    allowed_domains: tuple[str, ...] = ()
+    allowed_idp_claims: Mapping[str, tuple[Any, ...]] = field(default_factory=_empty_map)
+
+    tls_custom_ca: Source | None = None
+    tls_server_name: str | None = None
+    tls_upstream_server_name: str | None = None
+    tls_skip_verify: bool = False
+    tls_client_cert: Source | None = None
+    tls_client_key: Source | None = None
+    tls_upstream_allow_renegotiation: bool = False
+    tls_downstream_client_ca: Source | None = None
+
+    name: str | None = None
+    description: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    services: frozenset[str] = ALL_SERVICES
+    address: Address = Address("", 443)
+    grpc_address: Address | None = None
+    http_redirect_addr: Address | None = None
+    insecure_server: bool = False
+
+    authenticate_service_url: str | None = None
+    authenticate_internal_service_url: str | None = None
+    authorize_service_url: tuple[str, ...] = ("https://127.0.0.1:5443",)
+    databroker_service_url: tuple[str, ...] = ("https://127.0.0.1:5444",)
+
+    # Decoded secret bytes. A `*_file` path is kept next to each so the loader
+    # knows what to read; after load_config the bytes are always filled in.
+    shared_secret: bytes | None = field(default=None, repr=False)
+    shared_secret_file: str | None = None
+    cookie_secret: bytes | None = field(default=None, repr=False)
+    cookie_secret_file: str | None = None
+
+    certificate: Source | None = None
+    certificate_key: Source | None = None
+    certificates: tuple[CertificatePair, ...] = ()
+
+    certificate_authority: Source | None = None
+    internal_certificate: Source | None = None
+    internal_certificate_key: Source | None = None
+    trust_domain: str = "vallum.internal"
+
+    data_dir: str = "/var/lib/vallum"
+    log_level: str = "info"
+    pass_identity_headers: bool | None = None
+    routes: tuple[Route, ...] = ()
+
+    # Where the configuration came from; relative paths were resolved against base_dir.
+    source_path: str | None = None
+    base_dir: str = "."
+
+    @property
+    def all_in_one(self) -> bool:
+        return self.services == ALL_SERVICES
+
+    def passes_identity_headers(self, route: Route) -> bool:
+        """The route's own setting, else the global one, else off."""
+        if route.pass_identity_headers is not None:
+            return route.pass_identity_headers
+        return bool(self.pass_identity_headers)
