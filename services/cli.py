@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.commands import ca, check, run
+from services.commands import ca, check, policy, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     check.add_parser(sub)
     ca.add_parser(sub)
+    policy.add_parser(sub)
     return parser
 
 

@@ -23,3 +23,14 @@ def setup_logging(level: str) -> None:
     root.setLevel(_LEVELS.get(level, logging.INFO))
     # grpc's C core logs handshake failures itself; Vallum reports them in its own words.
     logging.getLogger("grpc").setLevel(logging.WARNING)
+
+
+def logfmt(**fields: object) -> str:
+    """`key=value` pairs, values quoted when they hold spaces, quotes or '='."""
+    parts = []
+    for key, value in fields.items():
+        text = value if isinstance(value, str) else str(value)
+        if not text or any(c in text for c in ' "=\n'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)

@@ -9,16 +9,20 @@ from dataclasses import dataclass, field
 import grpc
 
 from services.authorize.authorizer import ACL, AuthorizerServicer
+from services.authorize.decide import Decider
+from services.authorize.session_cache import SessionCache
 from services.topology import grpc_listen_address
 from shared.config import Config
 from shared.pb import authorize_pb2_grpc
 from shared.rpc import (
     RpcServer,
     ServiceChannel,
+    StartupError,
     internal_tls,
     report_reachability,
     start_server,
 )
+from shared.sessions import HandleCodec
 
 log = logging.getLogger("vallum.authorize")
 
@@ -27,7 +31,11 @@ log = logging.getLogger("vallum.authorize")
 class Authorize:
     rpc: RpcServer
     sessions: ServiceChannel
+    cache: SessionCache
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def servicer_cache_live(self) -> bool:
+        return self.cache.live
 
     def describe(self) -> str:
         return (
@@ -44,15 +52,21 @@ class Authorize:
 
 async def start(config: Config) -> Authorize:
     tls = internal_tls(config)
+    if config.shared_secret is None:
+        raise StartupError(
+            "shared_secret: required (session handles and the JWT key derive from it)"
+        )
     sessions = ServiceChannel(config.databroker_service_url[0], tls)
-    servicer = AuthorizerServicer(config, sessions)
+    cache = SessionCache(sessions)
+    servicer = AuthorizerServicer(Decider(config), cache, HandleCodec(config.shared_secret))
 
     def register(server: grpc.aio.Server) -> None:
         authorize_pb2_grpc.add_AuthorizerServicer_to_server(servicer, server)
 
     rpc = await start_server(grpc_listen_address(config, "authorize"), tls, ACL, register)
-    service = Authorize(rpc, sessions)
+    service = Authorize(rpc, sessions, cache)
     service.tasks.append(
         asyncio.create_task(report_reachability(sessions, "authenticate (sessions)"))
     )
+    service.tasks.append(asyncio.create_task(cache.watch()))
     return service

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.proxy.downstream_tls import CertificateSet, PairSource
+from services.proxy.well_known import WellKnown
 from services.topology import format_address
 from shared.config import Config
 from shared.rpc import (
@@ -125,7 +126,19 @@ async def start(config: Config) -> Proxy:
         )
     certificates = None if config.insecure_server else CertificateSet(sources)
     proxy = Proxy(config, ServiceChannel(config.authorize_service_url[0], tls), certificates)
-    app = Starlette(routes=[Route("/ping", ping), Route("/healthz", proxy.healthz)])
+    try:
+        well_known = WellKnown(config)
+    except ValueError as e:
+        raise StartupError(f"shared_secret: {e} (the JWKS publishes the signing keys)") from None
+    app = Starlette(
+        routes=[
+            Route("/ping", ping),
+            Route("/healthz", proxy.healthz),
+            Route("/.well-known/pomerium", well_known.metadata),
+            Route("/.well-known/pomerium/", well_known.metadata),
+            Route("/.well-known/pomerium/jwks.json", well_known.jwks),
+        ]
+    )
     address = format_address(config.address)
     sock = bind(address, "address")
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])

@@ -8,7 +8,7 @@ passes no environment of its own).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, overload
 
@@ -25,6 +25,8 @@ from shared.config.sources import PemKind, check_pem
 # PEM files and secrets are a few KiB; a limit keeps a mistyped path such as
 # /dev/zero from hanging start-up.
 MAX_FILE_BYTES = 1 << 20
+
+PemCheck = Callable[[bytes], None]
 
 
 def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -97,7 +99,9 @@ class _FileReader:
         for key in TOP_KEYS:
             label = self._top_label(key.file_key)
             if key.file is FileMode.SOURCE:
-                updates[key.field] = self._source(getattr(config, key.field), key.pem, label)
+                updates[key.field] = self._source(
+                    getattr(config, key.field), key.pem, label, key.check
+                )
             elif key.file is FileMode.SECRET and getattr(config, key.file_key) is not None:
                 updates[key.field] = self._secret(getattr(config, key.file_key), label)
         updates["certificates"] = tuple(
@@ -117,7 +121,7 @@ class _FileReader:
     def _route_sources(self, route: Route, index: int) -> dict[str, Any]:
         return {
             key.field: self._source(
-                getattr(route, key.field), key.pem, f"routes[{index}].{key.file_key}"
+                getattr(route, key.field), key.pem, f"routes[{index}].{key.file_key}", key.check
             )
             for key in ROUTE_KEYS
             if key.file is FileMode.SOURCE
@@ -130,10 +134,16 @@ class _FileReader:
         return file_key
 
     @overload
-    def _source(self, source: Source, kind: PemKind, label: str) -> Source: ...
+    def _source(
+        self, source: Source, kind: PemKind, label: str, check: PemCheck | None = None
+    ) -> Source: ...
     @overload
-    def _source(self, source: None, kind: PemKind, label: str) -> None: ...
-    def _source(self, source: Source | None, kind: PemKind, label: str) -> Source | None:
+    def _source(
+        self, source: None, kind: PemKind, label: str, check: PemCheck | None = None
+    ) -> None: ...
+    def _source(
+        self, source: Source | None, kind: PemKind, label: str, check: PemCheck | None = None
+    ) -> Source | None:
         if source is None or source.path is None or source.data is not None:
             return source
         try:
@@ -143,6 +153,8 @@ class _FileReader:
             return source
         try:
             check_pem(data, kind)
+            if check is not None:
+                check(data)
         except FieldError as exc:
             self._problems.append(Problem(label, f"{source.path}: {exc}"))
             return source

@@ -114,6 +114,10 @@ class Route:
     idle_timeout: float | None = None
     # None inherits Config.pass_identity_headers.
     pass_identity_headers: bool | None = None
+    # Added to Config.jwt_groups_filter, not instead of it (Pomerium unions the two).
+    jwt_groups_filter: tuple[str, ...] = ()
+    # None inherits Config.jwt_issuer_format.
+    jwt_issuer_format: str | None = None
 
     # Raw YAML, frozen (mappings become read-only, lists become tuples); the policy
     # module compiles it.
@@ -171,6 +175,13 @@ class Config:
     data_dir: str = "/var/lib/vallum"
     log_level: str = "info"
     pass_identity_headers: bool | None = None
+    # The identity assertion. signing_key holds one or more PEM private keys (the first
+    # signs, all are published); None means a key derived from shared_secret.
+    signing_key: Source | None = None
+    # (header name, claim name) pairs, in the order given.
+    jwt_claims_headers: tuple[tuple[str, str], ...] = ()
+    jwt_issuer_format: str = "hostOnly"
+    jwt_groups_filter: tuple[str, ...] = ()
     routes: tuple[Route, ...] = ()
 
     # Where the configuration came from; relative paths were resolved against base_dir.
@@ -186,3 +197,11 @@ class Config:
         if route.pass_identity_headers is not None:
             return route.pass_identity_headers
         return bool(self.pass_identity_headers)
+
+    def jwt_issuer_format_for(self, route: Route) -> str:
+        """The route's own issuer format, else the global one."""
+        return route.jwt_issuer_format or self.jwt_issuer_format
+
+    def jwt_groups_filter_for(self, route: Route) -> frozenset[str]:
+        """Groups the route's assertions may name; empty means every group."""
+        return frozenset(self.jwt_groups_filter) | frozenset(route.jwt_groups_filter)

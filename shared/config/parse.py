@@ -10,6 +10,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from shared.config.assertion import (
+    check_signing_key,
+    parse_jwt_claims_headers,
+    parse_jwt_groups_filter,
+    parse_jwt_issuer_format,
+)
 from shared.config.errors import ConfigError, FieldError, Problem
 from shared.config.fields import (
     got,
@@ -19,6 +25,7 @@ from shared.config.fields import (
     parse_trust_domain,
 )
 from shared.config.model import CertificatePair, Config, Source
+from shared.config.policies import compile_routes
 from shared.config.routes import parse_routes
 from shared.config.schema import (
     Ctx,
@@ -96,6 +103,10 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("data_dir", _parse_dir),
     Key("log_level", plain(parse_log_level)),
     Key("pass_identity_headers", plain(parse_bool)),
+    source_key("signing_key", PemKind.KEY, check_signing_key),
+    Key("jwt_claims_headers", plain(parse_jwt_claims_headers)),
+    Key("jwt_issuer_format", plain(parse_jwt_issuer_format)),
+    Key("jwt_groups_filter", plain(parse_jwt_groups_filter)),
     Key("routes", parse_routes, env=False),
 )
 
@@ -170,6 +181,7 @@ def parse_config_partial(
     _apply_environment(given, environ)
     config = Config(**build(given, TOP_KEYS, ctx), base_dir=ctx.base_dir)
     _check(config, given, ctx)
+    problems.extend(compile_routes(config.routes)[1])
     return config, problems
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from shared.config.assertion import parse_jwt_groups_filter, parse_jwt_issuer_format
 from shared.config.errors import FieldError
 from shared.config.fields import (
     freeze,
@@ -118,6 +119,8 @@ ROUTE_KEYS: tuple[Key, ...] = (
     Key("timeout", plain(parse_duration)),
     Key("idle_timeout", plain(parse_duration)),
     Key("pass_identity_headers", plain(parse_bool)),
+    Key("jwt_groups_filter", plain(parse_jwt_groups_filter)),
+    Key("jwt_issuer_format", plain(parse_jwt_issuer_format)),
     Key("policy", plain(freeze)),
     Key("allow_public_unauthenticated_access", plain(parse_bool)),
     Key("allow_any_authenticated_user", plain(parse_bool)),

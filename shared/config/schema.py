@@ -71,6 +71,9 @@ class Key:
     env: bool = True
     file: FileMode = FileMode.NONE
     pem: PemKind = PemKind.CERT
+    # Checks PEM bytes beyond their labels, inline or once load.py has read the file;
+    # raises FieldError.
+    check: Callable[[bytes], None] | None = None
 
     @property
     def field(self) -> str:
@@ -84,11 +87,14 @@ class Key:
         return (self.name,) if self.file is FileMode.NONE else (self.name, self.file_key)
 
 
-def source_key(name: str, pem: PemKind) -> Key:
+def source_key(name: str, pem: PemKind, check: Callable[[bytes], None] | None = None) -> Key:
     def parse(value: Any, ctx: Ctx) -> Source:
-        return Source(None, decode_inline_pem(value, pem, f"{name}_file"))
+        data = decode_inline_pem(value, pem, f"{name}_file")
+        if check is not None:
+            check(data)
+        return Source(None, data)
 
-    return Key(name, parse, file=FileMode.SOURCE, pem=pem)
+    return Key(name, parse, file=FileMode.SOURCE, pem=pem, check=check)
 
 
 def secret_key(name: str) -> Key:

@@ -37,6 +37,10 @@ class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.Value
     SIGN_IN_REQUIRED: _Outcome.ValueType  # 3
     INVALID_CLIENT_CERTIFICATE: _Outcome.ValueType  # 4
     ROUTE_NOT_FOUND: _Outcome.ValueType  # 5
+    UNAVAILABLE: _Outcome.ValueType  # 6
+    """authorize could not decide (its session store did not answer in time). The
+    proxy answers 503 and forwards nothing: failing closed.
+    """
 
 class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
 
@@ -46,6 +50,10 @@ DENY: Outcome.ValueType  # 2
 SIGN_IN_REQUIRED: Outcome.ValueType  # 3
 INVALID_CLIENT_CERTIFICATE: Outcome.ValueType  # 4
 ROUTE_NOT_FOUND: Outcome.ValueType  # 5
+UNAVAILABLE: Outcome.ValueType  # 6
+"""authorize could not decide (its session store did not answer in time). The
+proxy answers 503 and forwards nothing: failing closed.
+"""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
 @_typing.final
@@ -79,10 +87,15 @@ class ClientCertificate(_message.Message):
     PRESENTED_FIELD_NUMBER: _builtins.int
     CHAIN_PEM_FIELD_NUMBER: _builtins.int
     VERIFY_ERROR_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
     presented: _builtins.bool
     verify_error: _builtins.str
     """Set by the proxy when its own TLS verification of the chain failed or was
     not attempted; empty when the chain verified.
+    """
+    requested: _builtins.bool
+    """The listener asked for a client certificate on this connection. Policy tells
+    "asked for and none came" from "not asked for" by it.
     """
     @_builtins.property
     def chain_pem(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -94,10 +107,11 @@ class ClientCertificate(_message.Message):
         presented: _builtins.bool = ...,
         chain_pem: _abc.Iterable[_builtins.str] | None = ...,
         verify_error: _builtins.str = ...,
+        requested: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_pem", b"chain_pem", "presented", b"presented", "verify_error", b"verify_error"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_pem", b"chain_pem", "presented", b"presented", "requested", b"requested", "verify_error", b"verify_error"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -510,7 +510,11 @@ def test_route_identity_headers_inherit_the_global_setting() -> None:
 
 
 def test_config_and_its_parts_are_immutable() -> None:
-    raw = {"routes": [route(set_request_headers={"X-A": "1"}, policy={"allow": {"and": []}})]}
+    raw = {
+        "routes": [
+            route(set_request_headers={"X-A": "1"}, policy={"allow": {"and": [{"accept": True}]}})
+        ]
+    }
     config = parse_config(raw, {}, BASE)
     parsed: Route = config.routes[0]
     with pytest.raises(dataclasses.FrozenInstanceError):

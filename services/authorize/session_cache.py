@@ -1,0 +1,110 @@
+"""Sessions as authorize sees them: fetched from authenticate, cached, invalidated live.
+
+Caching is only safe while the Watch stream is connected: it is what tells us a
+session was signed out or changed. So the cache is used only after the stream has
+delivered its first message, is emptied whenever the stream breaks, and a record
+fetched while any change event arrived is not stored (it may predate the change).
+An expired session is never returned, cached or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+
+import grpc
+
+from services.authorize.active_session import ActiveSession, from_record
+from shared.pb import session_pb2, session_pb2_grpc
+from shared.rpc import ServiceChannel, describe_rpc_error
+
+log = logging.getLogger("vallum.authorize.sessions")
+
+GET_TIMEOUT = 2.0
+
+
+class SessionsUnavailable(Exception):
+    """authenticate could not be asked; the request must fail closed."""
+
+
+class SessionCache:
+    def __init__(self, channel: ServiceChannel, *, max_entries: int = 100_000) -> None:
+        self._channel = channel
+        self._max = max_entries
+        self._cache: OrderedDict[str, ActiveSession] = OrderedDict()
+        self._live = False
+        self._events = 0  # bumped on every change event; guards in-flight fetches
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    async def get(self, session_id: str, now: float) -> ActiveSession | None:
+        """The session if it exists and has not expired, else None."""
+        session = self._cache.get(session_id) if self._live else None
+        if session is not None:
+            self.hits += 1
+        else:
+            self.misses += 1
+            session = await self._fetch(session_id)
+            if session is None:
+                return None
+        # A record without an expiry is malformed: fail closed, as for an expired one.
+        if session.expires_at <= now:
+            self._cache.pop(session_id, None)
+            return None
+        return session
+
+    async def _fetch(self, session_id: str) -> ActiveSession | None:
+        events_before = self._events
+        stub = session_pb2_grpc.SessionServiceStub(self._channel.get())
+        try:
+            response = await stub.Get(
+                session_pb2.GetRequest(id=session_id, include_tokens=True), timeout=GET_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as e:
+            raise SessionsUnavailable(describe_rpc_error(e, self._channel.url)) from None
+        if not response.found:
+            return None
+        session = from_record(response.session)
+        if self._live and self._events == events_before:
+            self._cache[session_id] = session
+            if len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return session
+
+    def _apply(self, event: session_pb2.SessionEvent) -> None:
+        self._events += 1
+        if event.kind == session_pb2.SessionEvent.RESET:
+            self._cache.clear()
+        else:
+            self._cache.pop(event.session_id, None)
+
+    async def watch(self) -> None:
+        """Keep the Watch stream open for as long as authorize runs."""
+        delay = 0.5
+        while True:
+            stub = session_pb2_grpc.SessionServiceStub(self._channel.get())
+            call = stub.Watch(session_pb2.WatchRequest())
+            try:
+                async for event in call:
+                    self._apply(event)
+                    if not self._live:
+                        self._live = True
+                        delay = 0.5
+                        log.info("session changes streaming from %s; caching on", self._channel.url)
+            except grpc.aio.AioRpcError as e:
+                if self._live:
+                    log.warning(
+                        "session change stream lost (%s); caching off until it is back",
+                        describe_rpc_error(e, self._channel.url),
+                    )
+            finally:
+                self._live = False
+                self._cache.clear()
+                call.cancel()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
