@@ -8,6 +8,8 @@ running service without a restart; inline material never changes.
 from __future__ import annotations
 
 import os
+import ssl
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,6 +81,20 @@ def load_key_pair(cert: SourceLike, key: SourceLike, *, cert_key: str, key_key: 
             "issued with this certificate"
         )
     return KeyPair(cert_pem=cert_pem, key_pem=key_pem, leaf=chain[0])
+
+
+def load_cert_chain(ctx: ssl.SSLContext, pair: KeyPair) -> None:
+    """Give `ctx` the pair to present, for servers and clients alike."""
+    # ssl can load a chain only from files: write it to a private directory for the
+    # instant it takes, so inline certificates work too.
+    with tempfile.TemporaryDirectory(prefix="vallum-tls-") as tmp:
+        cert_path = os.path.join(tmp, "cert.pem")
+        key_path = os.path.join(tmp, "key.pem")
+        for path, data in ((cert_path, pair.cert_pem), (key_path, pair.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
 
 
 def load_ca_bundle(source: SourceLike, key: str) -> tuple[bytes, list[x509.Certificate]]:

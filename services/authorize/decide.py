@@ -25,6 +25,7 @@ from shared.pb import authorize_pb2
 from shared.policy import ClientCertView, CompiledPolicy, PolicyInput
 from shared.routing import RouteTable
 from shared.signing import signing_keys
+from shared.templates import Template
 
 OUTCOME_NAMES = {
     authorize_pb2.ALLOW: "allow",
@@ -48,6 +49,9 @@ class RouteState:
     pass_identity: bool
     groups_filter: frozenset[str]
     issuer_format: str
+    # set_request_headers, compiled once; values may use ${pomerium.*}.
+    request_headers: tuple[tuple[str, Template], ...]
+    needs_values: bool
 
     @property
     def needs_session(self) -> bool:
@@ -82,6 +86,14 @@ class Decider:
                 pass_identity=config.passes_identity_headers(route),
                 groups_filter=frozenset(config.jwt_groups_filter_for(route)),
                 issuer_format=config.jwt_issuer_format_for(route),
+                request_headers=tuple(
+                    (name, Template.compile(value))
+                    for name, value in route.set_request_headers.items()
+                ),
+                needs_values=any(
+                    Template.compile(value).variables
+                    for value in route.set_request_headers.values()
+                ),
             )
             for i, (route, policy) in enumerate(
                 zip(config.routes, compile_policies(config), strict=True)
@@ -123,8 +135,14 @@ class Decider:
         )
         if decision.allowed:
             response.outcome = authorize_pb2.ALLOW
-            if state.pass_identity and self.signer is not None:
-                self._identity_headers(response, state, request.host, session, now)
+            token = ""
+            if self.signer is not None and (state.pass_identity or state.needs_values):
+                token = self._identity_headers(
+                    response, state, request.host, session, now, send=state.pass_identity
+                )
+            for name, template in state.request_headers:
+                values = _values(token, session, cert) if state.needs_values else {}
+                response.set_headers.add(name=name, value=template.render(values))
         elif decision.needs_client_certificate:
             response.outcome = authorize_pb2.INVALID_CLIENT_CERTIFICATE
         elif decision.needs_sign_in:
@@ -140,7 +158,10 @@ class Decider:
         host: str,
         session: ActiveSession | None,
         now: float,
-    ) -> None:
+        *,
+        send: bool,
+    ) -> str:
+        """Sign the assertion; add it and the claim headers when `send`. Returns it."""
         assert self.signer is not None
         key = (state.index, host)
         cache = session.templates if session is not None else self._anonymous
@@ -162,9 +183,30 @@ class Decider:
                 cache.clear()
             cache[key] = identity
         token = self.signer.sign(identity.template, now, secrets.token_urlsafe(16))
-        response.set_headers.add(name=ASSERTION_HEADER, value=token)
-        for name, value in identity.headers:
-            response.set_headers.add(name=name, value=value)
+        if send:
+            response.set_headers.add(name=ASSERTION_HEADER, value=token)
+            for name, value in identity.headers:
+                response.set_headers.add(name=name, value=value)
+        return token
+
+
+def _values(
+    token: str, session: ActiveSession | None, cert: ClientCertView | None
+) -> dict[str, str]:
+    """What `${pomerium.*}` stands for in this request."""
+    values = {"pomerium.jwt": token}
+    if session is not None:
+        values["pomerium.access_token"] = session.access_token
+        values["pomerium.id_token"] = session.id_token
+        values["pomerium.email"] = session.view.email
+        values["pomerium.user"] = session.view.user_id
+        values["pomerium.groups"] = ",".join(session.view.groups)
+    if cert is not None and cert.presented:
+        values["pomerium.client_cert_fingerprint"] = cert.fingerprint
+        values["pomerium.client_cert_san_dns"] = ",".join(cert.san_dns)
+        values["pomerium.client_cert_san_email"] = ",".join(cert.san_email)
+        values["pomerium.client_cert_san_uri"] = ",".join(cert.san_uri)
+    return values
 
 
 def _headers(request: authorize_pb2.CheckRequest) -> Mapping[str, str]:

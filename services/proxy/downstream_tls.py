@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from shared.material import FileWatch, KeyPair, MaterialError, SourceLike, load_key_pair
+from shared.material import (
+    FileWatch,
+    KeyPair,
+    MaterialError,
+    SourceLike,
+    load_cert_chain,
+    load_key_pair,
+)
 
 log = logging.getLogger("vallum.proxy.tls")
 
@@ -34,16 +39,7 @@ def context_for(pair: KeyPair) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
-    # ssl can load a chain only from files: write it to a private directory for the
-    # instant it takes, so inline certificates work too.
-    with tempfile.TemporaryDirectory(prefix="vallum-tls-") as tmp:
-        cert_path = os.path.join(tmp, "cert.pem")
-        key_path = os.path.join(tmp, "key.pem")
-        for path, data in ((cert_path, pair.cert_pem), (key_path, pair.key_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        ctx.load_cert_chain(cert_path, key_path)
+    load_cert_chain(ctx, pair)
     return ctx
 
 
@@ -85,6 +81,8 @@ class CertificateSet:
 
     def _select(self, sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         sock.context = self.context_for_name(server_name)
+        # The protocol reads it back to check that Host agrees with SNI (421).
+        sock.vallum_sni = server_name  # type: ignore[attr-defined]
 
     def context_for_name(self, server_name: str | None) -> ssl.SSLContext:
         if server_name:

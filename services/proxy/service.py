@@ -13,13 +13,18 @@ import socket
 from dataclasses import dataclass, field
 
 import grpc
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from services.proxy.check_client import CheckClient
 from services.proxy.downstream_tls import CertificateSet, PairSource
+from services.proxy.handler import Handler
+from services.proxy.http import HttpConnection
+from services.proxy.pages import Pages
+from services.proxy.routes import ProxyRoutes
+from services.proxy.upstream import Pool
 from services.proxy.well_known import WellKnown
 from services.topology import format_address
 from shared.config import Config
@@ -42,7 +47,10 @@ class Proxy:
     config: Config
     authorize: ServiceChannel
     certificates: CertificateSet | None
-    server: uvicorn.Server | None = None
+    check: CheckClient
+    pool: Pool
+    server: asyncio.Server | None = None
+    connections: set[HttpConnection] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     bound: str = ""
 
@@ -63,17 +71,27 @@ class Proxy:
         )
 
     async def stop(self, grace: float) -> None:
-        serving, *others = self.tasks
-        for task in others:
-            task.cancel()
         if self.server is not None:
-            # uvicorn stops accepting, lets in-flight requests finish, then returns.
-            self.server.should_exit = True
-        try:
-            await asyncio.wait_for(serving, grace + 1.0)
-        except TimeoutError:
+            self.server.close()  # no new connections
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Idle keep-alive connections go now; busy ones when their request is done.
+        while loop.time() < deadline:
+            busy = [c for c in self.connections if c.busy]
+            for conn in self.connections - set(busy):
+                conn.close()
+            if not busy:
+                break
+            await asyncio.sleep(0.05)
+        else:
             log.warning("requests still running after %.0fs; closing them", grace)
-        await asyncio.gather(*others, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.abort()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.check.close()
+        await self.pool.close()
         await self.authorize.close()
 
 
@@ -125,12 +143,15 @@ async def start(config: Config) -> Proxy:
             "TLS-terminating load balancer"
         )
     certificates = None if config.insecure_server else CertificateSet(sources)
-    proxy = Proxy(config, ServiceChannel(config.authorize_service_url[0], tls), certificates)
     try:
         well_known = WellKnown(config)
     except ValueError as e:
         raise StartupError(f"shared_secret: {e} (the JWKS publishes the signing keys)") from None
-    app = Starlette(
+    channel = ServiceChannel(config.authorize_service_url[0], tls)
+    check = CheckClient(channel)
+    pool = Pool()
+    proxy = Proxy(config, channel, certificates, check, pool)
+    builtin = Starlette(
         routes=[
             Route("/ping", ping),
             Route("/healthz", proxy.healthz),
@@ -139,29 +160,25 @@ async def start(config: Config) -> Proxy:
             Route("/.well-known/pomerium/jwks.json", well_known.jwks),
         ]
     )
-    address = format_address(config.address)
-    sock = bind(address, "address")
+    handler = Handler(ProxyRoutes(config), check, pool, Pages(sign_in_url(config)), builtin)
+    sock = bind(format_address(config.address), "address")
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
-    uv_config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=10
+    loop = asyncio.get_running_loop()
+    proxy.server = await loop.create_server(
+        lambda: HttpConnection(handler, proxy.connections),
+        sock=sock,
+        ssl=certificates.listener if certificates is not None else None,
+        backlog=1024,
     )
-    uv_config.load()
+    check.start()
+    pool.start()
     if certificates is not None:
-        uv_config.ssl = certificates.listener
         proxy.tasks.append(asyncio.create_task(certificates.watch()))
-    server = uvicorn.Server(uv_config)
-    proxy.server = server
-    proxy.tasks.insert(0, asyncio.create_task(_serve(server, sock)))
-    proxy.tasks.append(asyncio.create_task(report_reachability(proxy.authorize, "authorize")))
-    serving = proxy.tasks[0]
-    # uvicorn reports start-up only through this flag.
-    while not server.started:
-        if serving.done():
-            serving.result()
-            raise StartupError(f"address: the HTTP server on {proxy.bound} stopped while starting")
-        await asyncio.sleep(0.01)
+    proxy.tasks.append(asyncio.create_task(report_reachability(channel, "authorize")))
     return proxy
 
 
-async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
-    await server.serve(sockets=[sock])
+def sign_in_url(config: Config) -> str | None:
+    if not config.authenticate_service_url:
+        return None
+    return config.authenticate_service_url.rstrip("/") + "/.pomerium/sign_in"

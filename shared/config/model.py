@@ -182,6 +182,11 @@ class Config:
     jwt_claims_headers: tuple[tuple[str, str], ...] = ()
     jwt_issuer_format: str = "hostOnly"
     jwt_groups_filter: tuple[str, ...] = ()
+    # How many proxies in front of Vallum to trust in X-Forwarded-For (Envoy's setting
+    # of the same name); 0 trusts none, so the client is the TCP peer.
+    xff_num_trusted_hops: int = 0
+    # Forward X-Forwarded-For without appending the peer.
+    skip_xff_append: bool = False
     routes: tuple[Route, ...] = ()
 
     # Where the configuration came from; relative paths were resolved against base_dir.

@@ -20,6 +20,7 @@ from shared.config.errors import ConfigError, FieldError, Problem
 from shared.config.fields import (
     got,
     parse_bool,
+    parse_int,
     parse_log_level,
     parse_services,
     parse_trust_domain,
@@ -46,6 +47,14 @@ from shared.config.urls import parse_address, parse_service_url, parse_service_u
 
 def _parse_dir(value: Any, ctx: Ctx) -> str:
     return resolve_path(value, ctx.base_dir, ctx.home)
+
+
+# More proxies than this in front of one another is a misconfiguration, not a network.
+MAX_TRUSTED_HOPS = 16
+
+
+def _parse_trusted_hops(value: Any) -> int:
+    return parse_int(value, 0, MAX_TRUSTED_HOPS)
 
 
 def _pair_part(kind: PemKind) -> Parser:
@@ -107,6 +116,8 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("jwt_claims_headers", plain(parse_jwt_claims_headers)),
     Key("jwt_issuer_format", plain(parse_jwt_issuer_format)),
     Key("jwt_groups_filter", plain(parse_jwt_groups_filter)),
+    Key("xff_num_trusted_hops", plain(_parse_trusted_hops)),
+    Key("skip_xff_append", plain(parse_bool)),
     Key("routes", parse_routes, env=False),
 )
 

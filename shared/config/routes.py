@@ -39,6 +39,7 @@ from shared.config.schema import (
 )
 from shared.config.sources import PemKind
 from shared.config.urls import parse_from_url, parse_upstream
+from shared.templates import Template, TemplateError
 
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
 
@@ -98,6 +99,21 @@ def _parse_to(value: Any, ctx: Ctx) -> tuple[WeightedURL, ...]:
     return tuple(upstreams)
 
 
+def _parse_set_request_headers(value: Any, ctx: Ctx) -> Mapping[str, str]:
+    """A header map whose values are `${pomerium.*}` templates, each checked here.
+
+    A value that does not compile is a problem at its own header name; the map is kept so
+    the other problems of the route are still found.
+    """
+    headers = parse_header_map(value)
+    for name, text in headers.items():
+        try:
+            Template.compile(text)
+        except TemplateError as exc:
+            ctx.child(name).add(str(exc))
+    return headers
+
+
 ROUTE_KEYS: tuple[Key, ...] = (
     Key("from", plain(parse_from_url), attr="from_url"),
     Key("to", _parse_to),
@@ -112,7 +128,7 @@ ROUTE_KEYS: tuple[Key, ...] = (
     Key("host_rewrite", plain(parse_str)),
     Key("host_rewrite_header", plain(parse_header_name)),
     Key("preserve_host_header", plain(parse_bool)),
-    Key("set_request_headers", plain(parse_header_map)),
+    Key("set_request_headers", _parse_set_request_headers),
     Key("remove_request_headers", plain(parse_header_names)),
     Key("set_response_headers", plain(parse_header_map)),
     Key("allow_websockets", plain(parse_bool)),

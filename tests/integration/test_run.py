@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.support.net import free_port, wait_for_port
-from tests.support.procs import Proc, vallum, vallum_once
+from tests.support.procs import Proc, child_pid, vallum, vallum_once
 
 pytestmark = pytest.mark.integration
 
@@ -67,25 +67,6 @@ def test_all_in_one_starts_three_services_that_find_each_other(all_in_one) -> No
     for key in ("ca-key.pem", "proxy-key.pem", "authorize-key.pem", "authenticate-key.pem"):
         assert stat.S_IMODE(os.stat(data / "pki" / key).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(data / "secrets" / "shared_secret").st_mode) == 0o600
-
-
-def child_pid(proc: Proc, name: str) -> int:
-    """The supervisor's child running `name`, found through /proc."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if (
-            ppid == proc.process.pid
-            and b"--services" in argv
-            and argv[argv.index(b"--services") + 1] == name.encode()
-        ):
-            return int(entry.name)
-    raise AssertionError(f"no {name} child of {proc.process.pid}")
 
 
 def test_supervisor_restarts_a_crashed_child(all_in_one) -> None:  # type: ignore[no-untyped-def]

@@ -97,3 +97,22 @@ def vallum_once(
         timeout=timeout,
         check=False,
     )
+
+
+def child_pid(proc: Proc, name: str) -> int:
+    """The supervisor's child running `name`, found through /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if (
+            ppid == proc.process.pid
+            and b"--services" in argv
+            and argv[argv.index(b"--services") + 1] == name.encode()
+        ):
+            return int(entry.name)
+    raise AssertionError(f"no {name} child of {proc.process.pid}")

@@ -1,0 +1,290 @@
+"""Every request through the proxy: normalise, decide (authorize), then forward or answer.
+
+The order matters for safety. The path is normalised once, and that one string is
+what the route table, authorize's policy and the upstream all see. The Host must
+agree with the TLS server name. Nothing is forwarded without an ALLOW from
+authorize; any doubt (no answer, a broken stream, an unknown outcome) is a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from services.proxy.asgi import call_asgi
+from services.proxy.check_client import CheckClient, CheckUnavailable
+from services.proxy.exchange import Exchange, Failure, Plan
+from services.proxy.headers import (
+    client_address,
+    header_value,
+    upstream_request_headers,
+    wants_html,
+)
+from services.proxy.http import HttpConnection, Request
+from services.proxy.pages import Pages
+from services.proxy.paths import BadPath, BadRequestTarget, normalize_path, split_target
+from services.proxy.routes import ProxyRoutes, RouteRuntime, redirect_location, split_host
+from services.proxy.upstream import Pool
+from services.proxy.upstream_tls import describe_tls_failure
+from shared.logs import logfmt
+from shared.pb import authorize_pb2
+from shared.routing import rewrite_path
+
+access = logging.getLogger("vallum.proxy.access")
+
+BUILTIN_EXACT = frozenset({"/ping", "/healthz"})
+BUILTIN_PREFIXES = ("/.pomerium/", "/.well-known/pomerium")
+# Never sent to authorize: they carry credentials that policy has no use for.
+PRIVATE_HEADERS = frozenset({b"cookie", b"authorization", b"proxy-authorization"})
+
+
+class Handler:
+    def __init__(
+        self,
+        routes: ProxyRoutes,
+        check: CheckClient,
+        pool: Pool,
+        pages: Pages,
+        builtin_app: Any,
+    ) -> None:
+        self.routes = routes
+        self.check = check
+        self.pool = pool
+        self.pages = pages
+        self.builtin_app = builtin_app
+
+    async def __call__(self, conn: HttpConnection, request: Request) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        request_id = secrets.token_hex(8)
+        request.extra["id"] = request_id
+        try:
+            await self._handle(conn, request, request_id)
+        finally:
+            if access.isEnabledFor(logging.INFO):
+                access.info(
+                    "%s",
+                    logfmt(
+                        request_id=request_id,
+                        method=request.method,
+                        host=request.extra.get("host", ""),
+                        path=request.extra.get("path", request.target.decode("latin-1")),
+                        status=request.status,
+                        route=request.extra.get("route", -1),
+                        decision=request.extra.get("decision", ""),
+                        ms=f"{(loop.time() - started) * 1000:.1f}",
+                    ),
+                )
+
+    async def _handle(self, conn: HttpConnection, request: Request, request_id: str) -> None:
+        info = conn.info
+        assert info is not None
+        html = wants_html(request.header(b"accept"))
+        try:
+            raw_path, query = split_target(request.target)
+            path = normalize_path(raw_path)
+        except (BadRequestTarget, BadPath) as e:
+            self.pages.send(conn, request, 400, request_id, html, detail=str(e))
+            return
+        request.extra["path"] = path
+        host_bytes = request.header(b"host")
+        if not host_bytes:
+            self.pages.send(conn, request, 400, request_id, html, detail="the request has no Host")
+            return
+        host = host_bytes.decode("latin-1")
+        request.extra["host"] = host
+        scheme = "https" if info.tls else "http"
+
+        if path in BUILTIN_EXACT or path.startswith(BUILTIN_PREFIXES):
+            await call_asgi(self.builtin_app, conn, request, path, query, host, scheme)
+            return
+        hostname, _ = split_host(host)
+        if info.server_name is not None and hostname.lower() != info.server_name.lower():
+            self.pages.send(conn, request, 421, request_id, html)
+            return
+        route = self.routes.match(scheme, host, path)
+        if route is None:
+            self.pages.send(conn, request, 404, request_id, html)
+            return
+        request.extra["route"] = route.index
+
+        try:
+            decision = await self.check.check(
+                self._check_request(request, request_id, scheme, host, path, query, info)
+            )
+        except CheckUnavailable as e:
+            request.extra["decision"] = "unavailable"
+            access.warning("request %s: no decision from authorize: %s", request_id, e)
+            self.pages.send(conn, request, 503, request_id, html)
+            return
+        outcome = decision.outcome
+        request.extra["decision"] = authorize_pb2.Outcome.Name(outcome).lower()
+        if outcome != authorize_pb2.ALLOW:
+            self._refuse(conn, request, decision, request_id, html, host)
+            return
+        if route.route.redirect is not None:
+            location = redirect_location(route.route, scheme, host, path, query)
+            code = route.route.redirect.response_code or 301
+            conn.send_response(request, code, [(b"location", location.encode("latin-1"))], b"")
+            return
+        if route.route.response is not None:
+            response = route.route.response
+            conn.send_response(
+                request,
+                response.status,
+                [(b"content-type", b"text/plain; charset=utf-8")],
+                response.body.encode(),
+            )
+            return
+        await self._forward(conn, request, route, decision, request_id, html, host, path, query)
+
+    def _check_request(
+        self,
+        request: Request,
+        request_id: str,
+        scheme: str,
+        host: str,
+        path: str,
+        query: str,
+        info: Any,
+    ) -> authorize_pb2.CheckRequest:
+        # Every X-Forwarded-For line, as the upstream will see them joined.
+        source_ip = client_address(
+            info.peer_ip,
+            header_value(request.headers, b"x-forwarded-for"),
+            self.routes.trusted_hops,
+        )
+        check = authorize_pb2.CheckRequest(
+            request_id=request_id,
+            scheme=scheme,
+            host=host,
+            method=request.method,
+            path=path,
+            query=query,
+            source_ip=source_ip,
+            server_name=info.server_name or "",
+            session_handle=self.routes.session_handle(request.headers),
+        )
+        for name, value in request.headers:
+            if name.lower() not in PRIVATE_HEADERS:
+                check.headers.add(name=name.decode("latin-1"), value=value.decode("latin-1"))
+        return check
+
+    def _refuse(
+        self,
+        conn: HttpConnection,
+        request: Request,
+        decision: authorize_pb2.CheckResponse,
+        request_id: str,
+        html: bool,
+        host: str,
+    ) -> None:
+        outcome = decision.outcome
+        reasons = tuple(decision.reasons)
+        if outcome == authorize_pb2.DENY:
+            status = 403
+        elif outcome == authorize_pb2.SIGN_IN_REQUIRED:
+            status = 401
+        elif outcome == authorize_pb2.INVALID_CLIENT_CERTIFICATE:
+            status = 495
+        elif outcome == authorize_pb2.ROUTE_NOT_FOUND:
+            status = 404
+        else:  # UNAVAILABLE, or anything this proxy does not know: fail closed
+            status = 503
+        self.pages.send(conn, request, status, request_id, html, reasons=reasons)
+
+    async def _forward(
+        self,
+        conn: HttpConnection,
+        request: Request,
+        route: RouteRuntime,
+        decision: authorize_pb2.CheckResponse,
+        request_id: str,
+        html: bool,
+        host: str,
+        path: str,
+        query: str,
+    ) -> None:
+        info = conn.info
+        assert info is not None
+        websocket = request.upgrade and route.route.allow_websockets
+        targets = route.targets()
+        upstream_path = rewrite_path(route.route, path)
+        target_line = upstream_path + ("?" + query if query else "")
+        headers = upstream_request_headers(
+            request.headers,
+            peer_ip=info.peer_ip,
+            scheme="https" if info.tls else "http",
+            host=host.encode("latin-1"),
+            trusted_hops=self.routes.trusted_hops,
+            set_headers=[(h.name, h.value) for h in decision.set_headers],
+            remove=route.remove_headers,
+            host_header=route.host_header(request, targets[0]),
+            upgrade=request.header(b"upgrade") if websocket else None,
+            skip_xff_append=self.routes.config.skip_xff_append,
+        )
+        headers = self.routes.without_session_credentials(headers)
+        headers.append((b"x-request-id", request_id.encode()))
+        chunked = request.header(b"transfer-encoding") is not None
+        if chunked:
+            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+            headers.append((b"transfer-encoding", b"chunked"))
+        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            request.method.encode("ascii"),
+            target_line.encode("latin-1"),
+            b"".join(b"%s: %s\r\n" % (n, v) for n, v in headers),
+        )
+        plan = Plan(
+            targets=[t.target for t in targets],
+            head=head,
+            request_chunked=chunked,
+            response_headers=route.response_headers,
+            timeout=route.route.timeout or 30.0,
+            idle_timeout=route.route.idle_timeout,
+            websocket=websocket,
+            request_id=request_id.encode(),
+        )
+        exchange = Exchange(conn, request, self.pool, plan)
+        failure = await exchange.run()
+        if failure is None:
+            return
+        self._upstream_failed(conn, request, route, failure, request_id, html)
+
+    def _upstream_failed(
+        self,
+        conn: HttpConnection,
+        request: Request,
+        route: RouteRuntime,
+        failure: Failure,
+        request_id: str,
+        html: bool,
+    ) -> None:
+        if failure.target is not None:
+            route.mark_down(failure.target)
+        if failure.status == 504:
+            code, words = "upstream-timeout", "the app did not answer in time"
+        elif failure.error is not None:
+            tls = failure.target.tls if failure.target is not None else None
+            code, words = (
+                tls.describe_failure(failure.error)
+                if tls is not None
+                else describe_tls_failure(failure.error)
+            )
+        else:
+            code, words = "upstream-connection-reset", "the app closed the connection"
+        access.warning(
+            "%s",
+            logfmt(
+                request_id=request_id,
+                upstream_failure=code,
+                route=route.index,
+                upstream=f"{failure.target.host}:{failure.target.port}" if failure.target else "",
+                detail=words,
+            ),
+        )
+        if failure.head_sent:
+            return  # the connection was cut; nothing more can be said to the client
+        request.keep_alive = False
+        self.pages.send(conn, request, failure.status, request_id, html, reasons=(code,))

@@ -1,0 +1,193 @@
+"""The proxy's view of the routes, prepared once per config.
+
+For each route: its upstream targets (with TLS contexts built once), weighted
+load balancing that skips an upstream for a while after it failed, the Host header
+to send, and the header sets to apply. Plus the two things every request needs from
+the config: where the session handle is, and how many X-Forwarded-For hops to trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from services.proxy.http import Request
+from services.proxy.upstream import Target
+from services.proxy.upstream_tls import UpstreamTLS
+from shared.config import Config, Route
+from shared.routing import RouteTable
+
+DOWN_SECONDS = 10.0
+SESSION_COOKIE = "_pomerium"
+BEARER_PREFIX = b"pomerium "
+
+
+def split_host(host: str) -> tuple[str, str | None]:
+    """`example.com:8443` → (`example.com`, `8443`); IPv6 literals keep their brackets."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1:
+            rest = host[end + 1 :]
+            return host[: end + 1], rest[1:] if rest.startswith(":") else None
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, port
+    return host, None
+
+
+@dataclass(slots=True)
+class Upstream:
+    url: str
+    weight: int
+    target: Target
+    host_header: bytes
+    down_until: float = 0.0
+
+
+@dataclass(slots=True)
+class RouteRuntime:
+    index: int
+    route: Route
+    upstreams: list[Upstream]
+    remove_headers: frozenset[bytes]
+    response_headers: tuple[tuple[str, str], ...]
+
+    def targets(self) -> list[Upstream]:
+        """Upstreams to try in order: a weighted pick among the healthy, then the rest."""
+        if len(self.upstreams) == 1:
+            return self.upstreams
+        now = asyncio.get_running_loop().time()
+        healthy = [u for u in self.upstreams if u.down_until <= now]
+        pool = healthy or self.upstreams
+        first = random.choices(pool, weights=[u.weight for u in pool])[0]
+        return (
+            [first]
+            + [u for u in healthy if u is not first]
+            + [u for u in self.upstreams if u not in healthy]
+        )
+
+    def mark_down(self, target: Target) -> None:
+        now = asyncio.get_running_loop().time()
+        for upstream in self.upstreams:
+            if upstream.target is target:
+                upstream.down_until = now + DOWN_SECONDS
+
+    def host_header(self, request: Request, first: Upstream) -> bytes:
+        route = self.route
+        if route.preserve_host_header:
+            return request.header(b"host") or first.host_header
+        if route.host_rewrite:
+            return route.host_rewrite.encode("latin-1")
+        if route.host_rewrite_header:
+            value = request.header(route.host_rewrite_header.lower().encode("latin-1"))
+            if value:
+                return value
+        return first.host_header
+
+
+def _upstream(url: str, weight: int, tls: UpstreamTLS | None) -> Upstream:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    default = port == (443 if secure else 80)
+    shown = f"[{host}]" if ":" in host else host
+    host_header = (shown if default else f"{shown}:{port}").encode("latin-1")
+    if secure:
+        assert tls is not None
+        target = Target(host, port, tls, tls.server_name(host))
+    else:
+        target = Target(host, port, None, None)
+    return Upstream(url, weight, target, host_header)
+
+
+class ProxyRoutes:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.table = RouteTable.compile(config.routes)
+        self.trusted_hops = config.xff_num_trusted_hops
+        self.cookie_name = getattr(config, "cookie_name", SESSION_COOKIE).encode("latin-1")
+        self.runtime: list[RouteRuntime] = []
+        for index, route in enumerate(config.routes):
+            needs_tls = any(urlsplit(t.url).scheme == "https" for t in route.to)
+            tls = UpstreamTLS(route) if needs_tls else None
+            self.runtime.append(
+                RouteRuntime(
+                    index=index,
+                    route=route,
+                    upstreams=[_upstream(t.url, t.weight, tls) for t in route.to],
+                    remove_headers=frozenset(
+                        h.lower().encode("latin-1") for h in route.remove_request_headers
+                    ),
+                    response_headers=tuple(route.set_response_headers.items()),
+                )
+            )
+
+    def match(self, scheme: str, host: str, path: str) -> RouteRuntime | None:
+        found = self.table.match(scheme, host, path)
+        return None if found is None else self.runtime[found.index]
+
+    def session_handle(self, headers: Sequence[tuple[bytes, bytes]]) -> str:
+        """From the session cookie, or `Authorization: Pomerium <handle>` for API clients."""
+        prefix = self.cookie_name + b"="
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"cookie":
+                for part in value.split(b";"):
+                    part = part.strip()
+                    if part.startswith(prefix):
+                        return part[len(prefix) :].decode("latin-1")
+            elif lname == b"authorization" and value[:9].lower() == BEARER_PREFIX:
+                return value[9:].strip().decode("latin-1")
+        return ""
+
+    def without_session_credentials(
+        self, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """The session handle is Vallum's, not the app's: a compromised app must not be
+        able to replay it against other routes."""
+        prefix = self.cookie_name + b"="
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"cookie":
+                kept = [p for p in value.split(b";") if not p.strip().startswith(prefix)]
+                if any(p.strip() for p in kept):
+                    out.append((name, b";".join(kept).strip()))
+                continue
+            if lname == b"authorization" and value[:9].lower() == BEARER_PREFIX:
+                continue
+            out.append((name, value))
+        return out
+
+
+def redirect_location(route: Route, scheme: str, host: str, path: str, query: str) -> str:
+    """Pomerium's redirect route options applied to the request URL."""
+    redirect = route.redirect
+    assert redirect is not None
+    hostname, port = split_host(host)
+    if redirect.https_redirect:
+        scheme = "https"
+    if redirect.scheme_redirect:
+        scheme = redirect.scheme_redirect
+    if redirect.host_redirect:
+        hostname = redirect.host_redirect
+    if redirect.port_redirect:
+        port = str(redirect.port_redirect)
+    elif redirect.https_redirect or redirect.scheme_redirect:
+        port = None
+    if redirect.path_redirect:
+        path = redirect.path_redirect
+    elif redirect.prefix_rewrite is not None:
+        # Envoy: the route's matched prefix is replaced (the whole path when no prefix).
+        prefix = route.prefix or "/"
+        if path.startswith(prefix):
+            path = redirect.prefix_rewrite + path[len(prefix) :]
+    authority = hostname + (f":{port}" if port else "")
+    location = f"{scheme}://{authority}{path}"
+    if query and not redirect.strip_query:
+        location += "?" + query
+    return location

@@ -1,0 +1,252 @@
+"""Connections to upstream apps: an HTTP/1.1 client protocol and a keep-alive pool.
+
+A connection serves one exchange at a time and reports every event to it (response
+head, body chunks, completion, loss, flow control); the exchange decides what the
+user sees. Idle connections are reused newest-first and closed after a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import httptools
+
+IDLE_SECONDS = 60.0
+MAX_IDLE_PER_KEY = 64
+
+
+class UpstreamEvents(Protocol):
+    """What an exchange hears from its upstream connection."""
+
+    def on_response_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool, chunked: bool
+    ) -> None: ...
+
+    def on_response_body(self, chunk: bytes) -> None: ...
+
+    def on_response_complete(self) -> None: ...
+
+    def on_upstream_raw(self, data: bytes) -> None: ...
+
+    def on_upstream_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_upstream_writes(self) -> None: ...
+
+    def resume_upstream_writes(self) -> None: ...
+
+
+class TLSSource(Protocol):
+    """A route's upstream TLS settings (services.proxy.upstream_tls.UpstreamTLS)."""
+
+    @property
+    def context(self) -> ssl.SSLContext: ...
+
+    def describe_failure(self, exc: BaseException) -> tuple[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    host: str
+    port: int
+    tls: TLSSource | None
+    server_name: str | None
+
+    @property
+    def key(self) -> tuple[str, int, int, str | None]:
+        return (self.host, self.port, id(self.tls), self.server_name)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, target: Target, on_idle_close: Callable[[UpstreamConnection], None]) -> None:
+        self.target = target
+        self.transport: asyncio.Transport | None = None
+        self.events: UpstreamEvents | None = None
+        self.raw = False  # after a 101: bytes pass through untouched
+        self.reused = False
+        self.got_response_bytes = False
+        self.idle_since = 0.0
+        self._head_only = False
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._closed = False
+        self._on_idle_close = on_idle_close
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.got_response_bytes = True
+        if self.raw:
+            if self.events is not None:
+                self.events.on_upstream_raw(data)
+            return
+        if self._parser is None:
+            # Bytes nobody asked for: the upstream is confused; drop the connection.
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # The rest of this chunk already belongs to the upgraded protocol.
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            self.raw = True
+            if offset < len(data) and self.events is not None:
+                self.events.on_upstream_raw(data[offset:])
+        except httptools.HttpParserError as e:
+            events, self.events = self.events, None
+            self.close()
+            if events is not None:
+                events.on_upstream_lost(e)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        events, self.events = self.events, None
+        if events is not None:
+            events.on_upstream_lost(exc)
+        else:
+            self._on_idle_close(self)
+
+    def pause_writing(self) -> None:
+        if self.events is not None:
+            self.events.pause_upstream_writes()
+
+    def resume_writing(self) -> None:
+        if self.events is not None:
+            self.events.resume_upstream_writes()
+
+    # -- httptools callbacks ------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._headers = []  # an interim response (103 Early Hints): not forwarded
+            return
+        headers, self._headers = self._headers, []
+        chunked = any(
+            n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers
+        )
+        if self.events is not None:
+            self.events.on_response_head(status, headers, parser.should_keep_alive(), chunked)
+        if self._head_only and self.events is not None:
+            # A response to HEAD has no body whatever its Content-Length says, and
+            # httptools cannot be told so: finish here and start afresh next time.
+            self._parser = None
+            self.events.on_response_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.events is not None:
+            self.events.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        if parser is None:
+            return
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return
+        if self.events is not None and not self.raw:
+            self.events.on_response_complete()
+
+    # -- used by the exchange -----------------------------------------------------
+
+    def start(self, events: UpstreamEvents, *, head_only: bool) -> None:
+        self.events = events
+        self.got_response_bytes = False
+        self._head_only = head_only
+        self._headers = []
+        self._parser = httptools.HttpResponseParser(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    @property
+    def usable(self) -> bool:
+        return not self._closed and self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Pool:
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int, int, str | None], list[UpstreamConnection]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+    async def acquire(self, target: Target, connect_timeout: float) -> UpstreamConnection:
+        idle = self._idle.get(target.key)
+        while idle:
+            conn = idle.pop()
+            if conn.usable:
+                conn.reused = True
+                return conn
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: UpstreamConnection(target, self._forget),
+                target.host,
+                target.port,
+                # The context is looked up per new connection so that rotated files
+                # (custom CA, client certificate) take effect without a restart.
+                ssl=target.tls.context if target.tls is not None else None,
+                server_hostname=target.server_name if target.tls is not None else None,
+            ),
+            connect_timeout,
+        )
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        conn.events = None
+        if not conn.usable:
+            return
+        idle = self._idle.setdefault(conn.target.key, [])
+        if len(idle) >= MAX_IDLE_PER_KEY:
+            conn.close()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        idle.append(conn)
+
+    def _forget(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.target.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    async def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(IDLE_SECONDS / 4)
+            cutoff = loop.time() - IDLE_SECONDS
+            for conns in self._idle.values():
+                for conn in [c for c in conns if c.idle_since < cutoff]:
+                    conns.remove(conn)
+                    conn.close()
