@@ -63,6 +63,7 @@ proto-check: $(STAMP)
 	  || (echo "shared/pb is stale: run 'make proto' and commit" >&2; exit 1)
 
 bench: $(STAMP)
+	bash tests/tools/install-bench.sh
 	$(PY) -m tests.bench
 
 clean:

@@ -63,6 +63,7 @@ class Exchange:
         self._close_down = False  # the response ends when we close
         self._body_started = False
         self._request_finished = False
+        self._upstream_keep_alive = False
         self._idle: asyncio.TimerHandle | None = None
         self.bytes_up = 0
         self.bytes_down = 0
@@ -157,6 +158,7 @@ class Exchange:
         self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool, chunked: bool
     ) -> None:
         self._touch()
+        self._upstream_keep_alive = keep_alive
         upgrade = status == 101 and self._plan.websocket
         out = downstream_response_headers(
             headers, set_headers=self._plan.response_headers, upgrade=upgrade
@@ -203,7 +205,7 @@ class Exchange:
         if self._close_down:
             self._request.keep_alive = False
         if up is not None:
-            if self._request_finished and up.usable and not up.raw:
+            if self._request_finished and self._upstream_keep_alive and up.usable and not up.raw:
                 self._pool.release(up)
             else:
                 up.close()

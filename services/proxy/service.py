@@ -23,8 +23,10 @@ from services.proxy.downstream_tls import CertificateSet, PairSource
 from services.proxy.handler import Handler
 from services.proxy.http import HttpConnection
 from services.proxy.pages import Pages
+from services.proxy.redirect import RedirectToHTTPS
 from services.proxy.routes import ProxyRoutes
 from services.proxy.upstream import Pool
+from services.proxy.user_pages import UserPages
 from services.proxy.well_known import WellKnown
 from services.topology import format_address
 from shared.config import Config
@@ -36,6 +38,7 @@ from shared.rpc import (
     internal_tls,
     report_reachability,
 )
+from shared.sessions import HandleCodec
 
 log = logging.getLogger("vallum.proxy")
 
@@ -49,14 +52,18 @@ class Proxy:
     certificates: CertificateSet | None
     check: CheckClient
     pool: Pool
+    sessions: ServiceChannel
     server: asyncio.Server | None = None
+    redirect_server: asyncio.Server | None = None
+    redirect_bound: str = ""
     connections: set[HttpConnection] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     bound: str = ""
 
     def describe(self) -> str:
         scheme = "http" if self.certificates is None else "https"
-        return f"{scheme} on {self.bound}, authorize at {self.authorize.url}"
+        redirect = f", http->https on {self.redirect_bound}" if self.redirect_bound else ""
+        return f"{scheme} on {self.bound}{redirect}, authorize at {self.authorize.url}"
 
     async def healthz(self, request: Request) -> Response:
         try:
@@ -71,8 +78,9 @@ class Proxy:
         )
 
     async def stop(self, grace: float) -> None:
-        if self.server is not None:
-            self.server.close()  # no new connections
+        for server in (self.server, self.redirect_server):
+            if server is not None:
+                server.close()  # no new connections
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         # Idle keep-alive connections go now; busy ones when their request is done.
@@ -93,6 +101,7 @@ class Proxy:
         await self.check.close()
         await self.pool.close()
         await self.authorize.close()
+        await self.sessions.close()
 
 
 async def ping(request: Request) -> Response:
@@ -148,9 +157,13 @@ async def start(config: Config) -> Proxy:
     except ValueError as e:
         raise StartupError(f"shared_secret: {e} (the JWKS publishes the signing keys)") from None
     channel = ServiceChannel(config.authorize_service_url[0], tls)
+    sessions = ServiceChannel(config.databroker_service_url[0], tls)
     check = CheckClient(channel)
     pool = Pool()
-    proxy = Proxy(config, channel, certificates, check, pool)
+    proxy = Proxy(config, channel, certificates, check, pool, sessions)
+    assert config.shared_secret is not None  # WellKnown needs it too, checked above
+    routes = ProxyRoutes(config)
+    user = UserPages(sessions, HandleCodec(config.shared_secret), routes.cookie_name.decode())
     builtin = Starlette(
         routes=[
             Route("/ping", ping),
@@ -158,9 +171,11 @@ async def start(config: Config) -> Proxy:
             Route("/.well-known/pomerium", well_known.metadata),
             Route("/.well-known/pomerium/", well_known.metadata),
             Route("/.well-known/pomerium/jwks.json", well_known.jwks),
+            Route("/.pomerium/", user.page),
+            Route("/.pomerium/user", user.user),
         ]
     )
-    handler = Handler(ProxyRoutes(config), check, pool, Pages(sign_in_url(config)), builtin)
+    handler = Handler(routes, check, pool, Pages(sign_in_url(config)), builtin)
     sock = bind(format_address(config.address), "address")
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
     loop = asyncio.get_running_loop()
@@ -170,6 +185,13 @@ async def start(config: Config) -> Proxy:
         ssl=certificates.listener if certificates is not None else None,
         backlog=1024,
     )
+    if config.http_redirect_addr is not None and certificates is not None:
+        redirect_sock = bind(format_address(config.http_redirect_addr), "http_redirect_addr")
+        proxy.redirect_server = await loop.create_server(
+            lambda: HttpConnection(RedirectToHTTPS(config.address.port), proxy.connections),
+            sock=redirect_sock,
+        )
+        proxy.redirect_bound = "{}:{}".format(*redirect_sock.getsockname()[:2])
     check.start()
     pool.start()
     if certificates is not None:

@@ -70,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_response_bytes = False
         self.idle_since = 0.0
         self._head_only = False
+        self._until_close = False  # the response body ends when the upstream closes
         self._parser: httptools.HttpResponseParser | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._closed = False
@@ -108,7 +109,13 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         events, self.events = self.events, None
-        if events is not None:
+        if events is not None and exc is None and self._until_close and not self.raw:
+            # A body with neither Content-Length nor chunked coding ends where the
+            # connection does (RFC 9112 section 6.3, rule 8), and httptools cannot be
+            # told about the end of input: a clean close completes the response.
+            self._until_close = False
+            events.on_response_complete()
+        elif events is not None:
             events.on_upstream_lost(exc)
         else:
             self._on_idle_close(self)
@@ -137,6 +144,12 @@ class UpstreamConnection(asyncio.Protocol):
         chunked = any(
             n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers
         )
+        self._until_close = not (
+            chunked
+            or self._head_only
+            or status in (101, 204, 304)
+            or any(n.lower() == b"content-length" for n, _ in headers)
+        )
         if self.events is not None:
             self.events.on_response_head(status, headers, parser.should_keep_alive(), chunked)
         if self._head_only and self.events is not None:
@@ -156,6 +169,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             return
+        self._until_close = False
         if self.events is not None and not self.raw:
             self.events.on_response_complete()
 
@@ -165,6 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.events = events
         self.got_response_bytes = False
         self._head_only = head_only
+        self._until_close = False
         self._headers = []
         self._parser = httptools.HttpResponseParser(self)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from tests.bench import micro
+from tests.bench import load, micro
 
 
 def main() -> None:
@@ -14,6 +14,10 @@ def main() -> None:
     )
     print("## Per-request work inside authorize (micro)\n")
     print(micro.report())
+    print(
+        "\n## Through Vallum vs direct (wrk, 32 connections, 1 thread, 5 s x 3 rounds, medians)\n"
+    )
+    print(load.report())
 
 
 if __name__ == "__main__":

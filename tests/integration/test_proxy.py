@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -15,7 +16,13 @@ from typing import Any
 import httpx
 import jwt as pyjwt
 import pytest
+import yaml
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from shared.config import Source
+from shared.pb import session_pb2, session_pb2_grpc
+from shared.rpc import InternalTLS, ServiceChannel
+from shared.sessions import HandleCodec, new_session_id
 from tests.support.net import free_port
 from tests.support.procs import child_pid
 from tests.support.stack import Upstream, Vallum, all_in_one, route_host, upstream
@@ -76,6 +83,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Vallum, Up
             {"from": h("resp"), **public, "response": {"status": 418, "body": "teapot"}},
             {"from": h("dead"), "to": f"http://127.0.0.1:{closed}", **public},
             {"from": h("exact"), "to": a.url, **public, "path": "/exact"},
+            {
+                "from": h("tpl"),
+                "to": a.url,
+                **public,
+                "pass_identity_headers": False,
+                "set_request_headers": {
+                    "X-Jwt": "${pomerium.jwt}",
+                    "X-Email": "${pomerium.email}",
+                    "X-Price": "$$5",
+                },
+            },
             {
                 "from": h("private"),
                 "to": a.url,
@@ -153,6 +171,16 @@ def test_forwarding_sets_and_strips_headers(stack, client) -> None:  # type: ign
     # Response side: set_response_headers applied, repeated Set-Cookie kept apart.
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers.get_list("set-cookie") == ["a=1", "b=2"]
+
+
+def test_set_request_headers_templates(stack, client) -> None:  # type: ignore[no-untyped-def]
+    h = echoed(get(stack, client, "tpl"))["h"]
+    # ${pomerium.jwt} is the signed assertion even when pass_identity_headers is off.
+    (token,) = h["x-jwt"]
+    assert pyjwt.get_unverified_header(token)["alg"] == "ES256"
+    assert "x-pomerium-jwt-assertion" not in h
+    assert h["x-email"] == [""]  # signed out: the variable is empty, the header still sent
+    assert h["x-price"] == ["$5"]
 
 
 def test_host_header_default_rewrite_preserve_and_from_header(stack, client) -> None:  # type: ignore[no-untyped-def]
@@ -441,3 +469,77 @@ def test_authorize_down_is_503_and_nothing_is_forwarded(tmp_path: Path) -> None:
             assert a.hits().get("/while-down", 0) == 0
         finally:
             os.kill(child_pid(v.proc, "authorize"), signal.SIGCONT)
+
+
+async def put_session(v: Vallum, email: str, groups: list[str]) -> str:
+    """Act as authenticate (with its certificate from data_dir): store a session and
+    return the sealed handle a browser's cookie would carry."""
+    pki = v.data / "pki"
+    config = yaml.safe_load((v.data.parent / "config.yaml").read_text())
+    tls = InternalTLS(
+        Source(str(pki / "ca.pem"), None),
+        Source(str(pki / "authenticate.pem"), None),
+        Source(str(pki / "authenticate-key.pem"), None),
+        "vallum.internal",
+    )
+    channel = ServiceChannel(config["databroker_service_url"], tls)
+    now = int(time.time())
+    sid = new_session_id()
+    claims = struct_pb2.Struct()
+    claims.update({"department": "eng"})
+    await session_pb2_grpc.SessionServiceStub(channel.get()).Put(
+        session_pb2.PutRequest(
+            session=session_pb2.Session(
+                id=sid,
+                user_id="u-" + email,
+                email=email,
+                name="Test User",
+                groups=groups,
+                claims=claims,
+                issued_at=timestamp_pb2.Timestamp(seconds=now),
+                expires_at=timestamp_pb2.Timestamp(seconds=now + 3600),
+            )
+        ),
+        timeout=5,
+    )
+    await channel.close()
+    secret = base64.b64decode((v.data / "secrets" / "shared_secret").read_text().strip())
+    return HandleCodec(secret).seal(sid, now + 3600)
+
+
+async def test_signed_in_user_reaches_a_private_route_and_sees_who_they_are(stack) -> None:  # type: ignore[no-untyped-def]
+    v, a, _ = stack
+    handle = await put_session(v, "x@example.com", ["eng"])
+    cookie = {"Cookie": f"_pomerium={handle}"}
+    data = echoed(v.request("GET", "private.localhost", "/private-ok", headers=cookie))
+    assert "cookie" not in data["h"]  # the handle never reaches the app
+    me = v.request("GET", "private.localhost", "/.pomerium/user", headers=cookie)
+    assert me.status_code == 200
+    body = me.json()
+    assert body["signed_in"] and body["email"] == "x@example.com" and body["groups"] == ["eng"]
+    assert body["claims"] == {"department": "eng"} and "id_token" not in body
+    page = v.request(
+        "GET", "echo.localhost", "/.pomerium/", headers={**cookie, "Accept": "text/html"}
+    )
+    assert page.status_code == 200 and "x@example.com" in page.text and "Sign out" in page.text
+    # Another user's handle is denied by the route's policy; a forged one is signed out.
+    other = await put_session(v, "y@example.com", [])
+    assert (
+        v.request(
+            "GET", "private.localhost", "/", headers={"Cookie": f"_pomerium={other}"}
+        ).status_code
+        == 403
+    )
+    forged = handle[:-4] + ("AAAA" if not handle.endswith("AAAA") else "BBBB")
+    assert (
+        v.request(
+            "GET", "private.localhost", "/", headers={"Cookie": f"_pomerium={forged}"}
+        ).status_code
+        == 401
+    )
+    assert (
+        v.request(
+            "GET", "echo.localhost", "/.pomerium/user", headers={"Cookie": f"_pomerium={forged}"}
+        ).status_code
+        == 401
+    )

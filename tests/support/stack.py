@@ -31,6 +31,11 @@ class Upstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def https_url(self) -> str:
+        """For an upstream started with `certfile`/`keyfile` (it then speaks only TLS)."""
+        return f"https://127.0.0.1:{self.port}"
+
     def hits(self) -> dict[str, int]:
         result: dict[str, int] = httpx.get(f"{self.url}/__hits").json()
         return result
@@ -56,10 +61,20 @@ class Vallum:
     port: int
     data: Path
     _clients: dict[str, httpx.Client] = field(default_factory=dict)
+    # The CA of configured server certificates (`certificates:`), when not Vallum's own.
+    server_ca: Path | None = None
+    # insecure_server: plain HTTP on `address`.
+    insecure: bool = False
 
     @property
     def ca(self) -> Path:
+        if self.server_ca is not None:
+            return self.server_ca
         return self.data / "pki" / "ca.pem"
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure else "https"
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca)), **kw)
@@ -92,7 +107,7 @@ class Vallum:
         }
         return client.request(
             method,
-            f"https://127.0.0.1:{self.port}{path}",
+            f"{self.scheme}://127.0.0.1:{self.port}{path}",
             headers=all_headers,
             extensions={"sni_hostname": name},
             **kw,
@@ -105,8 +120,15 @@ def route_host(name: str, port: int) -> str:
 
 @contextmanager
 def all_in_one(
-    tmp_path: Path, routes: list[dict[str, Any]], port: int, **extra: Any
+    tmp_path: Path,
+    routes: list[dict[str, Any]],
+    port: int,
+    *,
+    server_ca: Path | None = None,
+    **extra: Any,
 ) -> Iterator[Vallum]:
+    """`extra` are more config keys; `server_ca` is what clients trust for the proxy's
+    own certificate when `certificates` come from elsewhere (mkcert)."""
     config = {
         "address": f"127.0.0.1:{port}",
         "authorize_service_url": f"https://127.0.0.1:{free_port()}",
@@ -121,7 +143,13 @@ def all_in_one(
     proc = vallum("run", "--config", str(path))
     try:
         proc.wait_for("all services ready", timeout=30)
-        v = Vallum(proc, port, tmp_path / "data")
+        v = Vallum(
+            proc,
+            port,
+            tmp_path / "data",
+            server_ca=server_ca,
+            insecure=bool(extra.get("insecure_server")),
+        )
         yield v
     finally:
         for c in v._clients.values() if "v" in locals() else ():
