@@ -57,6 +57,7 @@ class Exchange:
         self._loop = asyncio.get_running_loop()
         self._up: UpstreamConnection | None = None
         self._head: asyncio.Future[None] = self._loop.create_future()
+        self._sent: asyncio.Future[None] = self._loop.create_future()  # request body done
         self._done: asyncio.Future[Failure | None] = self._loop.create_future()
         self._head_sent = False  # downstream has our status line
         self._chunk_down = False  # we chunk-encode the response body
@@ -105,6 +106,10 @@ class Exchange:
             self._body_started = True
             self._request.body.attach(self)
         self._touch()
+        # As Envoy's route timeout: the clock starts once the whole request is sent (an
+        # upload may take longer than `timeout`), unless the upstream answers first.
+        if not self._sent.done():
+            await asyncio.wait([self._head, self._sent], return_when=asyncio.FIRST_COMPLETED)
         try:
             await asyncio.wait_for(asyncio.shield(self._head), self._plan.timeout)
         except TimeoutError:
@@ -117,6 +122,7 @@ class Exchange:
         return result
 
     def _finish(self, failure: Failure | None) -> None:
+        # `_sent` is left alone: it tracks the client's body, which a retry reuses.
         if not self._head.done():
             self._head.set_result(None)
         if not self._done.done():
@@ -149,6 +155,8 @@ class Exchange:
 
     def on_request_complete(self) -> None:
         self._request_finished = True
+        if not self._sent.done():
+            self._sent.set_result(None)
         if self._up is not None and self._plan.request_chunked:
             self._up.write(b"0\r\n\r\n")
 

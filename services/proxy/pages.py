@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.proxy import errors
 from services.proxy.http import HttpConnection, Request
+from shared import errors
 
 
 class Pages:

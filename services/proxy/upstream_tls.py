@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from services.proxy.errors import REASON_TEXT, verify_failure_kind
 from shared.config import Route
+from shared.errors import REASON_TEXT, verify_failure_kind
 from shared.material import (
     FileWatch,
     MaterialError,

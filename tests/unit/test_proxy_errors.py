@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.proxy.errors import (
+from shared.errors import (
     CONTENT_SECURITY_POLICY,
     REASON_TEXT,
     ErrorPage,

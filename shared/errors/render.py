@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Final
 from urllib.parse import urlsplit
 
-from services.proxy.errors.pages import ErrorPage
+from shared.errors.pages import ErrorPage
 
 Headers = list[tuple[bytes, bytes]]
 

@@ -4,7 +4,7 @@ HTML for browsers, JSON for API clients (services.proxy.headers.wants_html tells
 which); no stack traces, secrets or internal addresses, by construction (see pages.py).
 """
 
-from services.proxy.errors.pages import (
+from shared.errors.pages import (
     ErrorPage,
     authorize_unavailable,
     bad_request,
@@ -16,13 +16,13 @@ from services.proxy.errors.pages import (
     sign_in_required,
     upstream_failure,
 )
-from services.proxy.errors.reasons import (
+from shared.errors.reasons import (
     REASON_TEXT,
     client_certificate_reason,
     reason_text,
     verify_failure_kind,
 )
-from services.proxy.errors.render import (
+from shared.errors.render import (
     CONTENT_SECURITY_POLICY,
     as_html,
     as_json,

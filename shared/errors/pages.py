@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.proxy.errors.reasons import reason_text
+from shared.errors.reasons import reason_text
 
 # Names the user typed are shown back; a hostile client could send megabytes.
 _MAX_SHOWN = 253
