@@ -19,7 +19,11 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from services.topology import GRPC_SERVICES, grpc_listen_address
+from services.topology import (
+    GRPC_SERVICES,
+    default_authenticate_internal_url,
+    grpc_listen_address,
+)
 from shared.config import Config
 from shared.pki import (
     CA,
@@ -122,4 +126,8 @@ def prepare(config: Config) -> dict[str, dict[str, str]]:
                 overrides[f"{key.upper()}_FILE"] = path
     for service in GRPC_SERVICES:
         env[service]["GRPC_ADDRESS"] = grpc_listen_address(config, service)
+    if config.authenticate_service_url and not config.authenticate_internal_service_url:
+        internal = default_authenticate_internal_url(config)
+        for service in ("authenticate", "proxy"):
+            env[service]["AUTHENTICATE_INTERNAL_SERVICE_URL"] = internal
     return env

@@ -45,3 +45,23 @@ def grpc_listen_address(config: Config, service: str) -> str:
 
 def url_key(service: str) -> str:
     return "authorize_service_url" if service == "authorize" else "databroker_service_url"
+
+
+def authenticate_http_address(config: Config) -> tuple[str, bool] | None:
+    """Where authenticate serves its sign-in pages, and whether that is the public
+    listener (`address`, split mode) or the internal one behind the proxy."""
+    if (
+        config.services == frozenset({"authenticate"})
+        and not config.authenticate_internal_service_url
+    ):
+        return format_address(config.address), True
+    if config.authenticate_internal_service_url:
+        return format_address(url_address(config.authenticate_internal_service_url)), False
+    return None
+
+
+def default_authenticate_internal_url(config: Config) -> str:
+    """All-in-one: the sign-in pages listen next to the SessionService port."""
+    grpc = url_address(config.databroker_service_url[0])
+    host = grpc.host or "127.0.0.1"
+    return f"https://{host}:{grpc.port + 1}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from services.proxy.asgi import call_asgi
@@ -26,6 +27,7 @@ from services.proxy.http import HttpConnection, Request
 from services.proxy.pages import Pages
 from services.proxy.paths import BadPath, BadRequestTarget, normalize_path, split_target
 from services.proxy.routes import ProxyRoutes, RouteRuntime, redirect_location, split_host
+from services.proxy.session_pages import SessionPages
 from services.proxy.upstream import Pool
 from services.proxy.upstream_tls import describe_tls_failure
 from shared.logs import logfmt
@@ -48,7 +50,9 @@ class Handler:
         pool: Pool,
         pages: Pages,
         builtin_app: Any,
+        sessions: SessionPages | None = None,
     ) -> None:
+        self.sessions = sessions
         self.routes = routes
         self.check = check
         self.pool = pool
@@ -97,12 +101,28 @@ class Handler:
         request.extra["host"] = host
         scheme = "https" if info.tls else "http"
 
-        if path in BUILTIN_EXACT or path.startswith(BUILTIN_PREFIXES):
-            await call_asgi(self.builtin_app, conn, request, path, query, host, scheme)
-            return
         hostname, _ = split_host(host)
         if info.server_name is not None and hostname.lower() != info.server_name.lower():
             self.pages.send(conn, request, 421, request_id, html)
+            return
+        # authenticate's own host: its pages (sign-in, callback) serve signed-out
+        # users, so they are forwarded without a Check, before the built-ins.
+        internal = self.routes.match_authenticate(scheme, host, path)
+        if internal is not None:
+            await self._forward(
+                conn,
+                request,
+                internal,
+                authorize_pb2.CheckResponse(),
+                request_id,
+                html,
+                host,
+                path,
+                query,
+            )
+            return
+        if path in BUILTIN_EXACT or path.startswith(BUILTIN_PREFIXES):
+            await call_asgi(self.builtin_app, conn, request, path, query, host, scheme)
             return
         route = self.routes.match(scheme, host, path)
         if route is None:
@@ -122,6 +142,13 @@ class Handler:
         outcome = decision.outcome
         request.extra["decision"] = authorize_pb2.Outcome.Name(outcome).lower()
         if outcome != authorize_pb2.ALLOW:
+            if outcome == authorize_pb2.SIGN_IN_REQUIRED and html and self.sessions is not None:
+                original = f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+                sign_in = self.sessions.sign_in_redirect(original, time.time())
+                conn.send_response(
+                    request, 302, [(b"location", sign_in), (b"cache-control", b"no-store")], b""
+                )
+                return
             self._refuse(conn, request, decision, request_id, html, host)
             return
         if route.route.redirect is not None:
@@ -193,7 +220,17 @@ class Handler:
             status = 404
         else:  # UNAVAILABLE, or anything this proxy does not know: fail closed
             status = 503
-        self.pages.send(conn, request, status, request_id, html, reasons=reasons)
+        extra: list[tuple[bytes, bytes]] = []
+        if status == 401 and self.pages.sign_in_url:
+            # API clients: say where a person would sign in (RFC 9110 section 11.6.1).
+            extra.append(
+                (
+                    b"www-authenticate",
+                    b'Pomerium realm="vallum", sign_in_url="%s"'
+                    % self.pages.sign_in_url.encode("latin-1"),
+                )
+            )
+        self.pages.send(conn, request, status, request_id, html, reasons=reasons, extra=extra)
 
     async def _forward(
         self,

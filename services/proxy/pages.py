@@ -10,7 +10,7 @@ from shared import errors
 
 class Pages:
     def __init__(self, sign_in_url: str | None) -> None:
-        self._sign_in_url = sign_in_url
+        self.sign_in_url = sign_in_url
 
     def page(
         self,
@@ -26,7 +26,7 @@ class Pages:
         if status == 400:
             page = errors.bad_request(request_id)
         elif status == 401:
-            page = errors.sign_in_required(request_id, sign_in_url=self._sign_in_url)
+            page = errors.sign_in_required(request_id, sign_in_url=self.sign_in_url)
         elif status == 403:
             page = errors.forbidden(request_id, reasons, sign_out_url="/.pomerium/sign_out")
         elif status == 404:
@@ -55,6 +55,7 @@ class Pages:
         *,
         reasons: tuple[str, ...] = (),
         detail: str | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         info = conn.info
         page = self.page(
@@ -68,4 +69,5 @@ class Pages:
         code, headers, body = errors.render(page, html=html)
         headers = [(n, v) for n, v in headers if n != b"content-length"]
         headers.append((b"x-request-id", request_id.encode()))
+        headers += extra or []
         conn.send_response(request, code, headers, body)

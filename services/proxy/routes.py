@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 from services.proxy.http import Request
 from services.proxy.upstream import Target
 from services.proxy.upstream_tls import UpstreamTLS
-from shared.config import Config, Route
+from shared.config import Config, Route, WeightedURL
 from shared.routing import RouteTable
 
 DOWN_SECONDS = 10.0
-SESSION_COOKIE = "_pomerium"
 BEARER_PREFIX = b"pomerium "
 
 
@@ -109,7 +108,7 @@ class ProxyRoutes:
         self.config = config
         self.table = RouteTable.compile(config.routes)
         self.trusted_hops = config.xff_num_trusted_hops
-        self.cookie_name = getattr(config, "cookie_name", SESSION_COOKIE).encode("latin-1")
+        self.cookie_name = config.cookie_name.encode("latin-1")
         self.runtime: list[RouteRuntime] = []
         for index, route in enumerate(config.routes):
             needs_tls = any(urlsplit(t.url).scheme == "https" for t in route.to)
@@ -126,9 +125,34 @@ class ProxyRoutes:
                 )
             )
 
+        # In all-in-one (or when the proxy fronts authenticate), the authenticate host is
+        # forwarded to authenticate's own pages without a Check: signed-out users must
+        # reach the sign-in pages.
+        self.authenticate: RouteRuntime | None = None
+        self._authenticate_table: RouteTable | None = None
+        public, internal = config.authenticate_service_url, config.authenticate_internal_service_url
+        if public and internal:
+            route = Route(
+                from_url=public,
+                to=(WeightedURL(internal),),
+                preserve_host_header=True,
+                tls_custom_ca=config.certificate_authority,
+            )
+            tls = UpstreamTLS(route) if urlsplit(internal).scheme == "https" else None
+            self.authenticate = RouteRuntime(
+                -2, route, [_upstream(internal, 1, tls)], frozenset(), ()
+            )
+            self._authenticate_table = RouteTable.compile([route])
+
     def match(self, scheme: str, host: str, path: str) -> RouteRuntime | None:
         found = self.table.match(scheme, host, path)
         return None if found is None else self.runtime[found.index]
+
+    def match_authenticate(self, scheme: str, host: str, path: str) -> RouteRuntime | None:
+        table = self._authenticate_table
+        if table is None or table.match(scheme, host, path) is None:
+            return None
+        return self.authenticate
 
     def session_handle(self, headers: Sequence[tuple[bytes, bytes]]) -> str:
         """From the session cookie, or `Authorization: Pomerium <handle>` for API clients."""

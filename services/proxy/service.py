@@ -25,6 +25,7 @@ from services.proxy.http import HttpConnection
 from services.proxy.pages import Pages
 from services.proxy.redirect import RedirectToHTTPS
 from services.proxy.routes import ProxyRoutes
+from services.proxy.session_pages import SessionPages
 from services.proxy.upstream import Pool
 from services.proxy.user_pages import UserPages
 from services.proxy.well_known import WellKnown
@@ -163,7 +164,8 @@ async def start(config: Config) -> Proxy:
     proxy = Proxy(config, channel, certificates, check, pool, sessions)
     assert config.shared_secret is not None  # WellKnown needs it too, checked above
     routes = ProxyRoutes(config)
-    user = UserPages(sessions, HandleCodec(config.shared_secret), routes.cookie_name.decode())
+    user = UserPages(sessions, HandleCodec(config.shared_secret), config.cookie_name)
+    session_pages = SessionPages(config)
     builtin = Starlette(
         routes=[
             Route("/ping", ping),
@@ -173,9 +175,18 @@ async def start(config: Config) -> Proxy:
             Route("/.well-known/pomerium/jwks.json", well_known.jwks),
             Route("/.pomerium/", user.page),
             Route("/.pomerium/user", user.user),
+            Route("/.pomerium/callback", session_pages.callback),
+            Route("/.pomerium/sign_out", session_pages.sign_out, methods=["GET", "POST"]),
         ]
     )
-    handler = Handler(routes, check, pool, Pages(sign_in_url(config)), builtin)
+    handler = Handler(
+        routes,
+        check,
+        pool,
+        Pages(sign_in_url(config)),
+        builtin,
+        session_pages if config.authenticate_service_url else None,
+    )
     sock = bind(format_address(config.address), "address")
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
     loop = asyncio.get_running_loop()

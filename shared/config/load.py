@@ -104,6 +104,8 @@ class _FileReader:
                 )
             elif key.file is FileMode.SECRET and getattr(config, key.file_key) is not None:
                 updates[key.field] = self._secret(getattr(config, key.file_key), label)
+            elif key.file is FileMode.TEXT and getattr(config, key.file_key) is not None:
+                updates[key.field] = self._text(getattr(config, key.file_key), label)
         updates["certificates"] = tuple(
             replace(
                 pair,
@@ -172,3 +174,20 @@ class _FileReader:
         except FieldError as exc:
             self._problems.append(Problem(label, f"{path}: {exc}"))
             return None
+
+    def _text(self, path: str, label: str) -> str | None:
+        try:
+            data = read_file(path)
+        except FieldError as exc:
+            self._problems.append(Problem(label, str(exc)))
+            return None
+        try:
+            # As with base64 secrets, the newline `echo` leaves is not part of the value.
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self._problems.append(Problem(label, f"{path}: not UTF-8 text"))
+            return None
+        if not text:
+            self._problems.append(Problem(label, f"{path}: is empty"))
+            return None
+        return text

@@ -13,6 +13,8 @@ from types import MappingProxyType
 from typing import Any
 
 ALL_SERVICES: frozenset[str] = frozenset({"authenticate", "authorize", "proxy"})
+# Pomerium's default idp_scopes; offline_access asks for a refresh token.
+DEFAULT_IDP_SCOPES = ("openid", "profile", "email", "offline_access")
 
 
 def _empty_map() -> Mapping[str, Any]:
@@ -163,6 +165,27 @@ class Config:
     cookie_secret: bytes | None = field(default=None, repr=False)
     cookie_secret_file: str | None = None
 
+    # The OpenID Connect provider (authenticate's relying party). idp_provider names a
+    # Pomerium preset; every accepted one is plain OIDC, so it only picks a default URL.
+    idp_provider: str = "oidc"
+    # The issuer, exactly as the provider's discovery document spells it.
+    idp_provider_url: str | None = None
+    idp_client_id: str | None = None
+    idp_client_secret: str | None = field(default=None, repr=False)
+    idp_client_secret_file: str | None = None
+    idp_scopes: tuple[str, ...] = DEFAULT_IDP_SCOPES
+    idp_request_params: Mapping[str, str] = field(default_factory=_empty_map)
+    # Extra CAs trusted for the IdP's HTTPS, on top of the system store.
+    idp_ca: Source | None = None
+
+    # The session cookie the authenticate service sets and the proxy reads.
+    cookie_name: str = "_pomerium"
+    cookie_domain: str | None = None
+    cookie_expire: float = 14 * 3600.0
+    cookie_same_site: str = "lax"
+    cookie_http_only: bool = True
+    cookie_secure: bool = True
+
     certificate: Source | None = None
     certificate_key: Source | None = None
     certificates: tuple[CertificatePair, ...] = ()
@@ -173,6 +196,12 @@ class Config:
     trust_domain: str = "vallum.internal"
 
     data_dir: str = "/var/lib/vallum"
+    # Where authenticate keeps sessions: sqlite (<data_dir>/sessions.db), postgres
+    # (shared by replicas) or memory (lost on restart).
+    databroker_storage_type: str = "sqlite"
+    # A libpq key=value string or postgresql:// URL. It may hold a password: out of repr.
+    databroker_storage_connection_string: str | None = field(default=None, repr=False)
+    databroker_storage_connection_string_file: str | None = None
     log_level: str = "info"
     pass_identity_headers: bool | None = None
     # The identity assertion. signing_key holds one or more PEM private keys (the first

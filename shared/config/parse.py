@@ -41,7 +41,9 @@ from shared.config.schema import (
     secret_key,
     source_key,
 )
+from shared.config.signin import SIGN_IN_KEYS, check_sign_in
 from shared.config.sources import PemKind, parse_cert_or_path, resolve_path
+from shared.config.storage import STORAGE_KEYS, check_storage
 from shared.config.urls import parse_address, parse_service_url, parse_service_urls
 
 
@@ -102,6 +104,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("databroker_service_url", plain(parse_service_urls)),
     secret_key("shared_secret"),
     secret_key("cookie_secret"),
+    *SIGN_IN_KEYS,
     source_key("certificate", PemKind.CERT),
     source_key("certificate_key", PemKind.KEY),
     Key("certificates", _parse_certificates, env=False),
@@ -110,6 +113,7 @@ TOP_KEYS: tuple[Key, ...] = (
     source_key("internal_certificate_key", PemKind.KEY),
     Key("trust_domain", plain(parse_trust_domain)),
     Key("data_dir", _parse_dir),
+    *STORAGE_KEYS,
     Key("log_level", plain(parse_log_level)),
     Key("pass_identity_headers", plain(parse_bool)),
     source_key("signing_key", PemKind.KEY, check_signing_key),
@@ -192,6 +196,8 @@ def parse_config_partial(
     _apply_environment(given, environ)
     config = Config(**build(given, TOP_KEYS, ctx), base_dir=ctx.base_dir)
     _check(config, given, ctx)
+    check_storage(config, given, ctx)
+    config = check_sign_in(config, given, ctx)
     problems.extend(compile_routes(config.routes)[1])
     return config, problems
 

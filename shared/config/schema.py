@@ -60,6 +60,9 @@ class FileMode(enum.Enum):
     SOURCE = enum.auto()
     # `<name>_file` names a file of base64 text; its path goes to attribute `<name>_file`.
     SECRET = enum.auto()
+    # Like SECRET, but the file holds the secret itself as text (an OAuth client secret
+    # is whatever string the IdP issued, not base64 of random bytes).
+    TEXT = enum.auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,10 @@ def source_key(name: str, pem: PemKind, check: Callable[[bytes], None] | None = 
 
 def secret_key(name: str) -> Key:
     return Key(name, plain(parse_secret), file=FileMode.SECRET)
+
+
+def text_secret_key(name: str, parse: Callable[[Any], str]) -> Key:
+    return Key(name, plain(parse), file=FileMode.TEXT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -508,7 +508,7 @@ async def put_session(v: Vallum, email: str, groups: list[str]) -> str:
 
 
 async def test_signed_in_user_reaches_a_private_route_and_sees_who_they_are(stack) -> None:  # type: ignore[no-untyped-def]
-    v, a, _ = stack
+    v = stack[0]
     handle = await put_session(v, "x@example.com", ["eng"])
     cookie = {"Cookie": f"_pomerium={handle}"}
     data = echoed(v.request("GET", "private.localhost", "/private-ok", headers=cookie))

@@ -15,3 +15,27 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The real OpenID Provider the tests sign in against (tests/tools/oidc): panva's
+# oidc-provider from npm, pinned by its committed lock file. It needs Node.js 20.19 or
+# newer; Debian's own nodejs package is older, so the machine's Node is expected, and
+# Debian's is only a fallback that says what is wrong.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "tests/tools/install.sh: installing nodejs npm"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+  if (a < 20 || (a === 20 && b < 19)) {
+    console.error(`tests/tools/install.sh: Node.js ${process.versions.node} is too old for oidc-provider (needs 20.19+)`);
+    process.exit(1);
+  }'
+oidc_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/oidc" && pwd)"
+# npm ci rewrites node_modules/.package-lock.json: older than the lock file = stale.
+if [ ! -f "$oidc_dir/node_modules/.package-lock.json" ] \
+  || [ "$oidc_dir/package-lock.json" -nt "$oidc_dir/node_modules/.package-lock.json" ]; then
+  echo "tests/tools/install.sh: npm ci in tests/tools/oidc"
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
