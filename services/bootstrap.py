@@ -117,6 +117,14 @@ def prepare(config: Config) -> dict[str, dict[str, str]]:
                 write_issued(issue_server(ca, hosts), pki, "proxy-server", force=True)
             env["proxy"]["CERTIFICATE_FILE"] = str(cert)
             env["proxy"]["CERTIFICATE_KEY_FILE"] = str(pki / "proxy-server-key.pem")
+        if config.demo:
+            cert = pki / "demo-idp.pem"
+            if _needs_issue(cert, ["localhost"]):
+                write_issued(
+                    issue_server(ca, ["localhost", "127.0.0.1"]), pki, "demo-idp", force=True
+                )
+            # The demo IdP's certificate is from the internal CA: authenticate trusts it.
+            env["authenticate"]["IDP_CA_FILE"] = str(pki / "ca.pem")
     except PKIError as e:
         raise StartupError(f"data_dir: cannot prepare the internal PKI in {pki}: {e}") from None
     for key in ("shared_secret", "cookie_secret"):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.commands import ca, check, policy, run
+from services.commands import ca, check, demo, policy, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     ca.add_parser(sub)
     policy.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 

@@ -181,7 +181,10 @@ def _describe_exit(code: int | None) -> str:
 
 
 def child_argv(service: str, config_path: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "services", "run", "--services", service]
+    if service.startswith("demo-"):
+        argv = [sys.executable, "-m", "services", service]
+    else:
+        argv = [sys.executable, "-m", "services", "run", "--services", service]
     if config_path:
         argv += ["--config", config_path]
     return argv

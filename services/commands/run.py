@@ -54,6 +54,9 @@ def handle(args: argparse.Namespace) -> int:
     except StartupError as e:
         log.error("%s", e)
         return runtime.EXIT_CONFIG
+    if config.all_in_one and config.demo:
+        # DEVELOPMENT ONLY: the demo IdP and app start first, so sign-in works at once.
+        services = ["demo-idp", "demo-app", *services]
     children = make_children(services, args.config, overrides, os.environ)
     supervisor = Supervisor(children, banner=banner(config))
     return asyncio.run(supervisor.run())

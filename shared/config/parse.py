@@ -98,6 +98,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("grpc_address", plain(parse_address)),
     Key("http_redirect_addr", plain(parse_address)),
     Key("insecure_server", plain(parse_bool)),
+    Key("demo", plain(parse_bool)),
     Key("authenticate_service_url", plain(parse_service_url)),
     Key("authenticate_internal_service_url", plain(parse_service_url)),
     Key("authorize_service_url", plain(parse_service_urls)),

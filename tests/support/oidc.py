@@ -150,8 +150,10 @@ def oidc_provider(
     accounts: Mapping[str, Mapping[str, Any]] = DEFAULT_ACCOUNTS,
     ttl: Mapping[str, int] | None = None,
     rotate_refresh_tokens: bool = True,
+    port: int = 0,
 ) -> Iterator[Provider]:
-    """Start `node provider.mjs` on a free loopback port; stop it (by PID) on exit.
+    """Start `node provider.mjs` on a free loopback port (or on `port`, e.g. to start a
+    provider again where a stopped one was: same issuer); stop it (by PID) on exit.
 
     ttl keys (seconds): access_token, id_token, refresh_token, authorization_code, session.
     """
@@ -164,7 +166,9 @@ def oidc_provider(
     }
     config_path = tmp_path / "oidc-provider.json"
     config_path.write_text(json.dumps(config, indent=2))
-    proc = Proc(["node", str(SCRIPT), "--port", "0", "--config", str(config_path)], cwd=HARNESS)
+    proc = Proc(
+        ["node", str(SCRIPT), "--port", str(port), "--config", str(config_path)], cwd=HARNESS
+    )
     try:
         line = proc.lines[proc.wait_for(READY, timeout=30)]
         provider = Provider(line.split(READY, 1)[1].strip(), proc, config_path)
@@ -178,9 +182,10 @@ def oidc_provider(
 
 
 _FORM = re.compile(r"<form\b[^>]*>.*?</form>", re.IGNORECASE | re.DOTALL)
-_ACTION = re.compile(r'\baction="([^"]*)"', re.IGNORECASE)
+_ACTION = re.compile(r'\baction=(?:"([^"]*)"|([^\s>]+))', re.IGNORECASE)
 _INPUT = re.compile(r"<input\b[^>]*>", re.IGNORECASE)
-_ATTR = re.compile(r'\b(name|value)="([^"]*)"', re.IGNORECASE)
+# HTML allows unquoted attribute values (the demo IdP uses them).
+_ATTR = re.compile(r'\b(name|value)=(?:"([^"]*)"|([^\s">]+))', re.IGNORECASE)
 
 
 def form_fields(page: str) -> tuple[str, dict[str, str]]:
@@ -191,10 +196,10 @@ def form_fields(page: str) -> tuple[str, dict[str, str]]:
         raise AssertionError(f"no form in the page: {page}")
     fields: dict[str, str] = {}
     for tag in _INPUT.findall(form.group(0)):
-        attrs = {key.lower(): unescape(value) for key, value in _ATTR.findall(tag)}
+        attrs = {key.lower(): unescape(q or bare) for key, q, bare in _ATTR.findall(tag)}
         if "name" in attrs:
             fields[attrs["name"]] = attrs.get("value", "")
-    return unescape(action.group(1)), fields
+    return unescape(action.group(1) or action.group(2)), fields
 
 
 def follow(

@@ -65,6 +65,21 @@ class Vallum:
     server_ca: Path | None = None
     # insecure_server: plain HTTP on `address`.
     insecure: bool = False
+    # The config file `all_in_one` wrote (what `restart` starts again with).
+    config_path: Path | None = None
+
+    def restart(self, timeout: float = 30.0) -> int:
+        """Stop this all-in-one completely (SIGTERM, wait for the supervisor to exit),
+        then start it again with the same config file and data_dir; returns the old
+        supervisor's exit code."""
+        assert self.config_path is not None, "only an all_in_one() stack can restart"
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+        code = self.proc.stop()
+        self.proc = vallum("run", "--config", str(self.config_path))
+        self.proc.wait_for("all services ready", timeout=timeout)
+        return code
 
     @property
     def ca(self) -> Path:
@@ -149,9 +164,12 @@ def all_in_one(
             tmp_path / "data",
             server_ca=server_ca,
             insecure=bool(extra.get("insecure_server")),
+            config_path=path,
         )
         yield v
     finally:
         for c in v._clients.values() if "v" in locals() else ():
             c.close()
         proc.stop()
+        if "v" in locals() and v.proc is not proc:  # restarted: stop the current one too
+            v.proc.stop()

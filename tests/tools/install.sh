@@ -39,3 +39,14 @@ if [ ! -f "$oidc_dir/node_modules/.package-lock.json" ] \
   echo "tests/tools/install.sh: npm ci in tests/tools/oidc"
   (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# The real browser of tests/e2e/test_browser.py: Debian's chromium, driven by the
+# playwright pip package (a dev dependency) through its own driver. Playwright's
+# browser downloads (`playwright install`) are never used.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "tests/tools/install.sh: installing chromium"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi

@@ -1,0 +1,1 @@
+"""The demo app behind `make run`'s route (DEVELOPMENT ONLY): who Vallum says you are."""
