@@ -34,7 +34,7 @@ def test_demo_sign_in_as_alice_and_bob(tmp_path: Path) -> None:
         proc.wait_for("all services ready", timeout=40)
         assert "DEVELOPMENT ONLY" in proc.output
         alice = Browser(tmp_path / "data" / "pki" / "ca.pem")
-        url, page = alice.navigate(
+        _, page = alice.navigate(
             f"https://verify.localhost:{port}/hello", fill={"login": "alice", "password": "demo"}
         )
         assert page.status_code == 200 and "Hello, alice@example.com" in page.text

@@ -50,3 +50,33 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+
+# PostgreSQL for the session-store tests (127.0.0.1:5432, user postgres, database
+# test, trust auth on loopback only). A running server is left as it is; a stopped
+# Debian cluster is started; otherwise Debian's postgresql is installed and set up.
+if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
+  :
+else
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "tests/tools/install.sh: installing postgresql"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+    version="$(ls /etc/postgresql | sort -V | tail -n1)"
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    # Loopback only, for the test database: trust, as the project's tests expect.
+    printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n' \
+      | $SUDO tee "$hba.vallum" >/dev/null
+    $SUDO sh -c "cat '$hba' >> '$hba.vallum' && mv '$hba.vallum' '$hba'"
+  fi
+  version="$(ls /etc/postgresql | sort -V | tail -n1)"
+  echo "tests/tools/install.sh: starting PostgreSQL $version"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p 5432 && break
+    sleep 1
+  done
+  psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" \
+    | grep -q 1 || psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE test" >/dev/null
+fi
