@@ -134,7 +134,13 @@ def prepare(config: Config) -> dict[str, dict[str, str]]:
                 overrides[f"{key.upper()}_FILE"] = path
     for service in GRPC_SERVICES:
         env[service]["GRPC_ADDRESS"] = grpc_listen_address(config, service)
-    if config.authenticate_service_url and not config.authenticate_internal_service_url:
+    # Sign-in pages exist only with an identity provider; without one the
+    # authenticate host stays an ordinary host (no route: 404).
+    if (
+        config.authenticate_service_url
+        and config.idp_provider_url
+        and not config.authenticate_internal_service_url
+    ):
         internal = default_authenticate_internal_url(config)
         for service in ("authenticate", "proxy"):
             env[service]["AUTHENTICATE_INTERNAL_SERVICE_URL"] = internal

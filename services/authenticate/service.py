@@ -18,13 +18,13 @@ from services.authenticate.refresh import Refresher
 from services.authenticate.sessions_rpc import ACL, SessionServicer
 from services.authenticate.store import SessionStore, open_store
 from services.authenticate.web import SignInPages
-from services.proxy.downstream_tls import CertificateSet, context_for
-from services.proxy.service import bind, certificate_sources
 from services.topology import authenticate_http_address, grpc_listen_address
 from shared.config import Config
+from shared.listen import bind
 from shared.material import MaterialError, load_key_pair
 from shared.pb import session_pb2_grpc
 from shared.rpc import RpcServer, StartupError, internal_tls, start_server
+from shared.server_tls import CertificateSet, certificate_sources, context_for
 
 log = logging.getLogger("vallum.authenticate")
 

@@ -33,9 +33,9 @@ from services.authenticate.oidc import (
     csrf_cookie_name,
 )
 from services.authenticate.store import SessionStore
-from services.proxy.headers import wants_html
 from shared.config import Config
 from shared.errors import ErrorPage, render
+from shared.errors.negotiate import wants_html
 from shared.pb import session_pb2
 from shared.routing import RouteTable
 from shared.sessions import new_session_id

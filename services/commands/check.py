@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from services.proxy.service import certificate_sources
 from shared.config import ConfigError, load_config
 from shared.material import MaterialError, load_ca_bundle, load_key_pair
+from shared.server_tls import certificate_sources
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

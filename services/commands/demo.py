@@ -16,8 +16,8 @@ from services.commands.run import load
 from services.demo_app.app import app as demo_app
 from services.demo_idp.config import DemoIdPConfig
 from services.demo_idp.service import start as start_idp
-from services.proxy.service import bind
 from shared.config import Config, ConfigError
+from shared.listen import bind
 from shared.logs import setup_logging
 
 

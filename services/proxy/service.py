@@ -7,9 +7,7 @@ authorize; /healthz reports whether authorize answers over mTLS gRPC.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import socket
 from dataclasses import dataclass, field
 
 import grpc
@@ -19,7 +17,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.proxy.check_client import CheckClient
-from services.proxy.downstream_tls import CertificateSet, PairSource
 from services.proxy.handler import Handler
 from services.proxy.http import HttpConnection
 from services.proxy.pages import Pages
@@ -31,6 +28,7 @@ from services.proxy.user_pages import UserPages
 from services.proxy.well_known import WellKnown
 from services.topology import format_address
 from shared.config import Config
+from shared.listen import bind
 from shared.rpc import (
     ServiceChannel,
     StartupError,
@@ -39,6 +37,7 @@ from shared.rpc import (
     internal_tls,
     report_reachability,
 )
+from shared.server_tls import CertificateSet, certificate_sources
 from shared.sessions import HandleCodec
 
 log = logging.getLogger("vallum.proxy")
@@ -107,40 +106,6 @@ class Proxy:
 
 async def ping(request: Request) -> Response:
     return PlainTextResponse("OK")
-
-
-def certificate_sources(config: Config) -> list[PairSource]:
-    sources = []
-    if config.certificate is not None and config.certificate_key is not None:
-        sources.append(
-            PairSource(config.certificate, config.certificate_key, "certificate", "certificate_key")
-        )
-    for i, pair in enumerate(config.certificates):
-        sources.append(
-            PairSource(pair.cert, pair.key, f"certificates[{i}].cert", f"certificates[{i}].key")
-        )
-    return sources
-
-
-def bind(address: str, key: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, int(port)))
-    except OSError as e:
-        sock.close()
-        hint = (
-            " (stop the other process or choose another port)"
-            if e.errno == errno.EADDRINUSE
-            else ""
-        )
-        raise StartupError(f"{key}: cannot listen on {address}: {e.strerror}{hint}") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 async def start(config: Config) -> Proxy:

@@ -1,6 +1,6 @@
 """Error pages: every failure a user can see, in words, with a request id.
 
-HTML for browsers, JSON for API clients (services.proxy.headers.wants_html tells
+HTML for browsers, JSON for API clients (negotiate.wants_html tells
 which); no stack traces, secrets or internal addresses, by construction (see pages.py).
 """
 

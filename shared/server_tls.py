@@ -1,4 +1,6 @@
-"""The proxy's server certificates: chosen by SNI, reloaded when their files change.
+"""Server certificates, chosen by SNI and reloaded when their files change.
+
+Used by the proxy's listener and by authenticate's public pages (split mode).
 
 Each configured pair gets its own SSLContext; the listener's SNI callback switches
 the connection to the context whose certificate names the requested host (exact
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from shared.config import Config
 from shared.material import (
     FileWatch,
     KeyPair,
@@ -109,3 +112,16 @@ class CertificateSet:
         while True:
             await asyncio.sleep(interval)
             self.reload_if_changed()
+
+
+def certificate_sources(config: Config) -> list[PairSource]:
+    sources = []
+    if config.certificate is not None and config.certificate_key is not None:
+        sources.append(
+            PairSource(config.certificate, config.certificate_key, "certificate", "certificate_key")
+        )
+    for i, pair in enumerate(config.certificates):
+        sources.append(
+            PairSource(pair.cert, pair.key, f"certificates[{i}].cert", f"certificates[{i}].key")
+        )
+    return sources
