@@ -8,6 +8,10 @@ CONFIG ?= deploy/demo/config.yaml
 .PHONY: run install test test-unit test-integration test-e2e lint typecheck proto proto-check bench clean
 
 $(STAMP): pyproject.toml
+	@# Debian ships venv/ensurepip separately (python3-venv): install it if missing.
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  S=""; [ "$$(id -u)" -eq 0 ] || S=sudo; \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
