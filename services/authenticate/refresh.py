@@ -20,7 +20,7 @@ from google.protobuf import struct_pb2
 
 from services.authenticate.oidc import IdPError, IdPUnavailable, IdTokenError, RelyingParty
 from services.authenticate.oidc.identity import identity_from
-from services.authenticate.store import SessionStore
+from services.authenticate.stores import SessionStore
 
 log = logging.getLogger("vallum.authenticate.refresh")
 

@@ -16,7 +16,7 @@ import uvicorn
 from services.authenticate.oidc import ClientSettings, RelyingParty, StateCodec, new_http_client
 from services.authenticate.refresh import Refresher
 from services.authenticate.sessions_rpc import ACL, SessionServicer
-from services.authenticate.store import SessionStore, open_store
+from services.authenticate.stores import SessionStore, open_store
 from services.authenticate.web import SignInPages
 from services.topology import authenticate_http_address, grpc_listen_address
 from shared.config import Config

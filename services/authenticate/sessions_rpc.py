@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.authenticate.store import SessionStore
+from services.authenticate.stores import SessionStore
 from shared.pb import session_pb2, session_pb2_grpc
 
 _SERVICE = "/vallum.session.v1.SessionService/"

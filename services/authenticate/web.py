@@ -32,7 +32,7 @@ from services.authenticate.oidc import (
     StateError,
     csrf_cookie_name,
 )
-from services.authenticate.store import SessionStore
+from services.authenticate.stores import SessionStore
 from shared.config import Config
 from shared.errors import ErrorPage, render
 from shared.errors.negotiate import wants_html

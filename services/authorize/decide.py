@@ -140,9 +140,10 @@ class Decider:
                 token = self._identity_headers(
                     response, state, request.host, session, now, send=state.pass_identity
                 )
-            for name, template in state.request_headers:
+            if state.request_headers:
                 values = _values(token, session, cert) if state.needs_values else {}
-                response.set_headers.add(name=name, value=template.render(values))
+                for name, template in state.request_headers:
+                    response.set_headers.add(name=name, value=template.render(values))
         elif decision.needs_client_certificate:
             response.outcome = authorize_pb2.INVALID_CLIENT_CERTIFICATE
         elif decision.needs_sign_in:

@@ -51,7 +51,6 @@ class CheckClient:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stream: _Stream | None = None
-        self._last_error = ""
 
     def start(self) -> None:
         self._tasks = [
@@ -125,7 +124,6 @@ class CheckClient:
         if stream.closed:
             return
         stream.closed = True
-        self._last_error = why
         log.warning("check stream to authorize lost: %s", why)
         # Checks already sent on this stream will never be answered on it; those
         # still queued go out on the next stream.

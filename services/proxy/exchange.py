@@ -67,9 +67,8 @@ class Exchange:
         self._upstream_keep_alive = False
         self._idle: asyncio.TimerHandle | None = None
         self.bytes_up = 0
-        self.bytes_down = 0
 
-    async def run(self, on_failure: type[Exception] | None = None) -> Failure | None:
+    async def run(self) -> Failure | None:
         """Forward; None when the response was relayed in full."""
         failure: Failure | None = None
         for target in self._plan.targets:
@@ -199,7 +198,6 @@ class Exchange:
             self._fail_midstream(None)
 
     def on_response_body(self, chunk: bytes) -> None:
-        self.bytes_down += len(chunk)
         self._touch()
         if self._chunk_down:
             self._conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -220,7 +218,6 @@ class Exchange:
         self._finish(None)
 
     def on_upstream_raw(self, data: bytes) -> None:
-        self.bytes_down += len(data)
         self._touch()
         self._conn.write(data)
 

@@ -25,7 +25,13 @@ from services.proxy.headers import (
 )
 from services.proxy.http import HttpConnection, Request
 from services.proxy.pages import Pages
-from services.proxy.paths import BadPath, BadRequestTarget, normalize_path, split_target
+from services.proxy.paths import (
+    BadPath,
+    BadRequestTarget,
+    normalize_path,
+    split_target,
+    target_authority,
+)
 from services.proxy.routes import ProxyRoutes, RouteRuntime, redirect_location, split_host
 from services.proxy.session_pages import SessionPages
 from services.proxy.upstream import Pool
@@ -99,6 +105,19 @@ class Handler:
             return
         host = host_bytes.decode("latin-1")
         request.extra["host"] = host
+        # RFC 9112 section 3.2.2: an absolute-form target names the host, not Host.
+        # Policy and upstream see Host, so the two must agree.
+        authority = target_authority(request.target)
+        if authority is not None and authority.lower() != host.lower():
+            self.pages.send(
+                conn,
+                request,
+                400,
+                request_id,
+                html,
+                detail="the request target names another host than the Host header",
+            )
+            return
         scheme = "https" if info.tls else "http"
 
         hostname, _ = split_host(host)

@@ -48,17 +48,15 @@ class Flow(Protocol):
 class Body:
     """A request body on its way: buffered until a sink is attached, then streamed."""
 
-    __slots__ = ("_chunks", "_conn", "_sink", "complete", "received")
+    __slots__ = ("_chunks", "_conn", "_sink", "complete")
 
     def __init__(self, conn: HttpConnection) -> None:
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._sink: BodySink | None = None
         self.complete = False
-        self.received = 0
 
     def feed(self, chunk: bytes) -> None:
-        self.received += len(chunk)
         if self._sink is not None:
             self._sink.on_request_body(chunk)
         else:
@@ -154,8 +152,6 @@ class HttpConnection(asyncio.Protocol):
         self._raw_buffer = bytearray()
         self.flow: Flow | None = None  # the exchange streaming a response, if any
         self._reading = True
-        self._writable = asyncio.Event()
-        self._writable.set()
         self._idle: asyncio.TimerHandle | None = None
         self.closing = False
 
@@ -198,12 +194,10 @@ class HttpConnection(asyncio.Protocol):
             self._serving.cancel()
 
     def pause_writing(self) -> None:
-        self._writable.clear()
         if self.flow is not None:
             self.flow.pause_downstream_writes()
 
     def resume_writing(self) -> None:
-        self._writable.set()
         if self.flow is not None:
             self.flow.resume_downstream_writes()
 
@@ -314,13 +308,6 @@ class HttpConnection(asyncio.Protocol):
         if not self._reading and self.transport is not None and not self.closing:
             self._reading = True
             self.transport.resume_reading()
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-
-    @property
-    def write_blocked(self) -> bool:
-        return not self._writable.is_set()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closing:

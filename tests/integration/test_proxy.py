@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -302,7 +303,6 @@ def test_builtin_endpoints_on_every_host(stack, client) -> None:  # type: ignore
 def test_keep_alive_and_pipelining(stack) -> None:  # type: ignore[no-untyped-def]
     v = stack[0]
     ctx = ssl.create_default_context(cafile=str(v.ca))
-    import socket
 
     with (
         socket.create_connection(("127.0.0.1", v.port)) as raw,
@@ -543,3 +543,37 @@ async def test_signed_in_user_reaches_a_private_route_and_sees_who_they_are(stac
         ).status_code
         == 401
     )
+
+
+def raw_request(v: Vallum, sni: str, request: bytes) -> bytes:
+    ctx = ssl.create_default_context(cafile=str(v.ca))
+    with (
+        socket.create_connection(("127.0.0.1", v.port)) as raw,
+        ctx.wrap_socket(raw, server_hostname=sni) as tls,
+    ):
+        tls.sendall(request)
+        data = b""
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+            data += tls.recv(65536)
+    return data
+
+
+def test_absolute_form_target_must_agree_with_host(stack) -> None:  # type: ignore[no-untyped-def]
+    v, a, _ = stack
+    host = f"echo.localhost:{v.port}".encode()
+    other = f"adm.localhost:{v.port}".encode()
+    refused = raw_request(
+        v,
+        "echo.localhost",
+        b"GET https://%s/abs-mismatch HTTP/1.1\r\nHost: %s\r\n"
+        b"Connection: close\r\n\r\n" % (other, host),
+    )
+    assert refused.startswith(b"HTTP/1.1 400 "), refused[:200]
+    assert a.hits().get("/abs-mismatch", 0) == 0
+    ok = raw_request(
+        v,
+        "echo.localhost",
+        b"GET https://%s/abs-ok HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (host, host),
+    )
+    assert ok.startswith(b"HTTP/1.1 200 "), ok[:200]

@@ -21,7 +21,7 @@ from cryptography import x509
 
 from services.authenticate.sessions_rpc import ACL as SESSION_ACL
 from services.authenticate.sessions_rpc import SessionServicer
-from services.authenticate.store import MemoryStore
+from services.authenticate.stores import MemoryStore
 from services.authorize.authorizer import ACL as AUTHORIZE_ACL
 from services.authorize.authorizer import AuthorizerServicer
 from shared.config import Source
