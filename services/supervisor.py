@@ -5,6 +5,10 @@ their log lines with their name, restarts a child that crashed (exponential
 backoff, reset after a minute of good health), gives up on a child whose
 configuration is wrong (exit 78: a restart would fail the same way), forwards
 SIGHUP, and on SIGTERM/SIGINT stops the children gracefully and exits 0.
+
+With `proxy_workers` above 1 the proxy is several children, `proxy#1`, `proxy#2`, ...,
+started together and each kept alive on its own; "all services ready" waits for every
+one of them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.runtime import EXIT_CONFIG, GRACE_SECONDS
 
@@ -30,6 +35,8 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    # The service it runs: the workers of one service start together.
+    service: str = ""
     process: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float = 0.0
@@ -62,17 +69,17 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
         ready = asyncio.create_task(self._announce())
         watchers = []
-        # In dependency order, each waiting (briefly) for the one before to be ready,
-        # so nothing logs a peer as unreachable merely because it started first.
-        for child in self.children:
-            watchers.append(asyncio.create_task(self._keep(child)))
+        # In dependency order, each service waiting (briefly) for the one before to be
+        # ready, so nothing logs a peer as unreachable merely because it started first.
+        for group in _by_service(self.children):
+            watchers += [asyncio.create_task(self._keep(child)) for child in group]
             stopping = asyncio.create_task(self._stopping.wait())
+            all_ready = asyncio.create_task(_all_set([child.ready for child in group]))
             await asyncio.wait(
-                [asyncio.create_task(child.ready.wait()), stopping],
-                timeout=STARTUP_WAIT,
-                return_when=asyncio.FIRST_COMPLETED,
+                [all_ready, stopping], timeout=STARTUP_WAIT, return_when=asyncio.FIRST_COMPLETED
             )
             stopping.cancel()
+            all_ready.cancel()
         await self._stopping.wait()
         ready.cancel()
         await self._stop_all()
@@ -180,11 +187,30 @@ def _describe_exit(code: int | None) -> str:
     return f"status {code}"
 
 
-def child_argv(service: str, config_path: str | None) -> list[str]:
+async def _all_set(events: Sequence[asyncio.Event]) -> Literal[True]:
+    for event in events:
+        await event.wait()
+    return True
+
+
+def _by_service(children: Sequence[Child]) -> list[list[Child]]:
+    groups: list[list[Child]] = []
+    for child in children:
+        if groups and groups[-1][0].service == child.service:
+            groups[-1].append(child)
+        else:
+            groups.append([child])
+    return groups
+
+
+def child_argv(service: str, config_path: str | None, worker: int | None = None) -> list[str]:
     if service.startswith("demo-"):
         argv = [sys.executable, "-m", "services", service]
     else:
         argv = [sys.executable, "-m", "services", "run", "--services", service]
+    if worker is not None:
+        # Tells the child it is one worker of several: serve, never supervise workers.
+        argv += ["--worker", str(worker)]
     if config_path:
         argv += ["--config", config_path]
     return argv
@@ -195,7 +221,16 @@ def make_children(
     config_path: str | None,
     overrides: Mapping[str, Mapping[str, str]],
     base_env: Mapping[str, str],
+    proxy_workers: int = 1,
 ) -> list[Child]:
-    return [
-        Child(s, child_argv(s, config_path), {**base_env, **overrides.get(s, {})}) for s in services
-    ]
+    children = []
+    for s in services:
+        env = {**base_env, **overrides.get(s, {})}
+        if s == "proxy" and proxy_workers > 1:
+            children += [
+                Child(f"proxy#{n}", child_argv(s, config_path, n), dict(env), service=s)
+                for n in range(1, proxy_workers + 1)
+            ]
+        else:
+            children.append(Child(s, child_argv(s, config_path), env, service=s))
+    return children

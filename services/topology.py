@@ -65,3 +65,12 @@ def default_authenticate_internal_url(config: Config) -> str:
     grpc = url_address(config.databroker_service_url[0])
     host = grpc.host or "127.0.0.1"
     return f"https://{host}:{grpc.port + 1}"
+
+
+def proxy_listeners(config: Config) -> list[tuple[str, str]]:
+    """(address, config key) of each socket the proxy listens on, as its start() binds
+    them: the redirect listener exists only next to an HTTPS one."""
+    listeners = [(format_address(config.address), "address")]
+    if config.http_redirect_addr is not None and not config.insecure_server:
+        listeners.append((format_address(config.http_redirect_addr), "http_redirect_addr"))
+    return listeners

@@ -51,6 +51,13 @@ class HandleCodec:
 
     def open(self, handle: str, now: float) -> str:
         """The session id inside `handle`, or InvalidHandle."""
+        session_id, expires_at = self.unseal(handle)
+        if expires_at <= now:
+            raise InvalidHandle("handle expired")
+        return session_id
+
+    def unseal(self, handle: str) -> tuple[str, int]:
+        """The session id and expiry inside `handle` (expired or not), or InvalidHandle."""
         if len(handle) > MAX_HANDLE_LENGTH:
             raise InvalidHandle("handle too long")
         if not handle.startswith(PREFIX):
@@ -73,6 +80,4 @@ class HandleCodec:
             raise InvalidHandle("handle payload is malformed") from None
         if not isinstance(session_id, str) or not isinstance(expires_at, int):
             raise InvalidHandle("handle payload is malformed")
-        if expires_at <= now:
-            raise InvalidHandle("handle expired")
-        return session_id
+        return session_id, expires_at

@@ -42,18 +42,27 @@ class SessionCache:
     def live(self) -> bool:
         return self._live
 
-    async def get(self, session_id: str, now: float) -> ActiveSession | None:
-        """The session if it exists and has not expired, else None."""
+    def cached(self, session_id: str, now: float) -> ActiveSession | None:
+        """The session from the cache if it is there and has not expired, else None
+        (get() then tells a session that is not cached from one that does not exist)."""
         session = self._cache.get(session_id) if self._live else None
-        if session is not None:
-            self.hits += 1
-        else:
-            self.misses += 1
-            session = await self._fetch(session_id)
-            if session is None:
-                return None
+        if session is None:
+            return None
         # A record without an expiry is malformed: fail closed, as for an expired one.
         if session.expires_at <= now:
+            self._cache.pop(session_id, None)
+            return None
+        self.hits += 1
+        return session
+
+    async def get(self, session_id: str, now: float) -> ActiveSession | None:
+        """The session if it exists and has not expired, else None."""
+        session = self.cached(session_id, now)
+        if session is not None:
+            return session
+        self.misses += 1
+        session = await self._fetch(session_id)
+        if session is None or session.expires_at <= now:
             self._cache.pop(session_id, None)
             return None
         return session

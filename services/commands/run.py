@@ -1,4 +1,9 @@
-"""`vallum run`: one service in this process, or several under the supervisor."""
+"""`vallum run`: one service in this process, or several under the supervisor.
+
+`proxy_workers` above 1 makes the proxy several processes, so then even a proxy alone
+(`--services proxy`, a proxy-only container) runs under the supervisor; each worker
+is started with `--worker N` and serves in its own process.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 
 from services import runtime
 from services.bootstrap import SERVICES, prepare
 from services.supervisor import Supervisor, make_children
+from services.topology import proxy_listeners
 from shared.config import Config, ConfigError, load_config
+from shared.listen import ensure_free
 from shared.logs import setup_logging
 from shared.rpc import StartupError
 
@@ -26,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "of authenticate, authorize, proxy, or a comma list; overrides `services`",
     )
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.set_defaults(handler=handle)
 
 
@@ -45,11 +54,14 @@ def handle(args: argparse.Namespace) -> int:
         return runtime.EXIT_CONFIG
     setup_logging(config.log_level)
     services = [s for s in SERVICES if s in config.services]
-    if len(services) == 1:
+    workers = 1 if args.worker is not None else config.proxy_workers
+    if len(services) == 1 and (services != ["proxy"] or workers == 1):
         return runtime.run_service(
             config, services[0], starter(services[0]), ready_fd=args.ready_fd
         )
     try:
+        if "proxy" in services and workers > 1:
+            check_shared_ports(config)
         overrides = prepare(config) if config.all_in_one else {}
     except StartupError as e:
         log.error("%s", e)
@@ -57,9 +69,22 @@ def handle(args: argparse.Namespace) -> int:
     if config.all_in_one and config.demo:
         # DEVELOPMENT ONLY: the demo IdP and app start first, so sign-in works at once.
         services = ["demo-idp", "demo-app", *services]
-    children = make_children(services, args.config, overrides, os.environ)
+    children = make_children(services, args.config, overrides, os.environ, workers)
     supervisor = Supervisor(children, banner=banner(config))
     return asyncio.run(supervisor.run())
+
+
+def check_shared_ports(config: Config) -> None:
+    """Before workers bind with SO_REUSEPORT: refuse a port anything else holds, even a
+    program that set SO_REUSEPORT too (the kernel would let the two share it)."""
+    if sys.platform != "linux":
+        # Elsewhere SO_REUSEPORT does not spread connections (BSD: the last bind wins).
+        raise StartupError(
+            f"proxy_workers: {config.proxy_workers} workers share their port with Linux's "
+            "SO_REUSEPORT; on this system run one worker and more replicas"
+        )
+    for address, key in proxy_listeners(config):
+        ensure_free(address, key)
 
 
 def starter(name: str) -> runtime.Starter:

@@ -33,7 +33,7 @@ async def call_asgi(
         "raw_path": path.encode("latin-1"),
         "query_string": query.encode("latin-1"),
         "root_path": "",
-        "headers": [(n.lower(), v) for n, v in request.headers],
+        "headers": [(k, v) for k, (_, v) in zip(request.keys, request.headers, strict=True)],
         "client": (info.peer_ip, 0),
         "server": (hostname or host, int(port) if port.isdigit() else (443 if info.tls else 80)),
         "state": {"connection": conn, "request": request},

@@ -1,11 +1,17 @@
 """The proxy's side of the Check hop: one long-lived CheckStream per worker.
 
-Checks queued during one event-loop turn leave as one batch message; results come
-back in batches and are matched by id. This is what keeps the hop at a few
-microseconds per request instead of a unary call's few hundred (DESIGN.md, "The
-hot path"). Every check has a deadline; a check that misses it, or whose stream
-breaks, fails with CheckUnavailable and the proxy answers 503: nothing is
-forwarded without a decision.
+Checks queued while the stream is busy leave together as one batch message;
+results come back one message per batch and are matched by id. A gRPC message
+costs a few hundred microseconds of CPU on each side whatever it carries, so the
+cost per request is that divided by the batch size: this is what keeps the hop
+cheap (DESIGN.md, "The hot path"). To make batches grow with load instead of
+staying at the few checks of one loop turn, at most WINDOW batches are out
+unanswered at a time (Nagle's idea): under light load a check leaves at once;
+under heavy load the checks that arrive during a round trip leave together.
+
+Every check has a deadline; a check that misses it, or whose stream breaks, fails
+with CheckUnavailable and the proxy answers 503: nothing is forwarded without a
+decision.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ log = logging.getLogger("vallum.proxy.check")
 DEADLINE = 5.0
 SWEEP_EVERY = 0.1
 MAX_BATCH = 512
+# Batches sent and not yet answered, per stream. One would serialise round trips; two
+# let one batch fill while the other is out.
+WINDOW = 2
 
 
 class CheckUnavailable(Exception):
@@ -37,6 +46,7 @@ class _Stream:
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self.call = call
         self.closed = False
+        self.unanswered: deque[float] = deque()  # when each unanswered batch left
         # Ids sent on this stream and not yet answered: they fail with it.
         self.sent: set[int] = set()
 
@@ -47,8 +57,8 @@ class CheckClient:
         self._deadline = deadline
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[authorize_pb2.CheckResponse], float]] = {}
-        self._outbox: deque[authorize_pb2.BatchedCheck] = deque()
-        self._wake = asyncio.Event()
+        self._outbox: list[authorize_pb2.BatchedCheck] = []
+        self._wake = asyncio.Event()  # checks are waiting, or the window opened
         self._tasks: list[asyncio.Task[None]] = []
         self._stream: _Stream | None = None
 
@@ -67,11 +77,16 @@ class CheckClient:
         self._fail_all("proxy shutting down")
 
     async def check(self, request: authorize_pb2.CheckRequest) -> authorize_pb2.CheckResponse:
+        """authorize's decision on `request`, or CheckUnavailable."""
+        return await self.decide(authorize_pb2.BatchedCheck(request=request))
+
+    async def decide(self, batched: authorize_pb2.BatchedCheck) -> authorize_pb2.CheckResponse:
+        """As check(), for a BatchedCheck whose request was filled in place (no copy)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[authorize_pb2.CheckResponse] = loop.create_future()
-        check_id = next(self._ids)
+        check_id = batched.id = next(self._ids)
         self._pending[check_id] = (future, loop.time() + self._deadline)
-        self._outbox.append(authorize_pb2.BatchedCheck(id=check_id, request=request))
+        self._outbox.append(batched)
         self._wake.set()
         return await future
 
@@ -87,17 +102,21 @@ class CheckClient:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox:
-                batch = authorize_pb2.CheckBatch()
-                while self._outbox and len(batch.checks) < MAX_BATCH:
-                    batch.checks.append(self._outbox.popleft())
-                await self._send(batch)
+            if not self._outbox:
+                continue
+            if self._stream is None or self._stream.closed:
+                self._stream = self._open()
+            stream = self._stream
+            if len(stream.unanswered) >= WINDOW:
+                continue  # the reader wakes us when an answer makes room
+            checks, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
+            if self._outbox:
+                self._wake.set()
+            await self._send(stream, authorize_pb2.CheckBatch(checks=checks))
 
-    async def _send(self, batch: authorize_pb2.CheckBatch) -> None:
-        if self._stream is None or self._stream.closed:
-            self._stream = self._open()
-        stream = self._stream
+    async def _send(self, stream: _Stream, batch: authorize_pb2.CheckBatch) -> None:
         stream.sent.update(check.id for check in batch.checks)
+        stream.unanswered.append(asyncio.get_running_loop().time())
         try:
             await stream.call.write(batch)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
@@ -111,6 +130,10 @@ class CheckClient:
     async def _read_loop(self, stream: _Stream) -> None:
         try:
             async for result in stream.call:
+                if stream.unanswered:
+                    stream.unanswered.popleft()
+                if self._outbox:
+                    self._wake.set()
                 for item in result.results:
                     stream.sent.discard(item.id)
                     entry = self._pending.pop(item.id, None)
@@ -130,6 +153,8 @@ class CheckClient:
         for check_id in stream.sent:
             self._fail(check_id, why)
         stream.sent.clear()
+        if self._outbox:
+            self._wake.set()
 
     # -- deadlines ----------------------------------------------------------------
 
@@ -141,6 +166,16 @@ class CheckClient:
             late = [i for i, (_, deadline) in self._pending.items() if deadline <= now]
             for check_id in late:
                 self._fail(check_id, f"authorize did not answer within {self._deadline:.0f}s")
+            if late:
+                # Checks that timed out in the outbox must not be sent later.
+                self._outbox = [c for c in self._outbox if c.id in self._pending]
+            stream = self._stream
+            stale = stream and stream.unanswered and now - stream.unanswered[0] > self._deadline
+            if stream and stale and not stream.closed:
+                # A stream that stopped answering would hold the window shut forever:
+                # give it up and start another.
+                stream.call.cancel()
+                self._lost(stream, f"no answer to a batch within {self._deadline:.0f}s")
 
     def _fail(self, check_id: int, why: str) -> None:
         entry = self._pending.pop(check_id, None)

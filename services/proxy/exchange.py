@@ -56,9 +56,9 @@ class Exchange:
         self._plan = plan
         self._loop = asyncio.get_running_loop()
         self._up: UpstreamConnection | None = None
-        self._head: asyncio.Future[None] = self._loop.create_future()
-        self._sent: asyncio.Future[None] = self._loop.create_future()  # request body done
-        self._done: asyncio.Future[Failure | None] = self._loop.create_future()
+        self._done: asyncio.Future[Failure | None] | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._got_head = False  # this attempt's upstream sent its status line
         self._head_sent = False  # downstream has our status line
         self._chunk_down = False  # we chunk-encode the response body
         self._close_down = False  # the response ends when we close
@@ -66,6 +66,9 @@ class Exchange:
         self._request_finished = False
         self._upstream_keep_alive = False
         self._idle: asyncio.TimerHandle | None = None
+        # Bytes for the client from one read of the upstream, written as one piece
+        # (one TLS record, one syscall) when the read is done: see flush().
+        self._out: list[bytes] = []
         self.bytes_up = 0
 
     async def run(self) -> Failure | None:
@@ -96,36 +99,51 @@ class Exchange:
 
     async def _exchange(self, up: UpstreamConnection) -> Failure | None:
         self._up = up
-        self._head = self._loop.create_future()
-        self._done = self._loop.create_future()
+        self._got_head = False
+        done: asyncio.Future[Failure | None] = self._loop.create_future()
+        self._done = done
         up.start(self, head_only=self._request.method == "HEAD")
         up.write(self._plan.head)
         self._conn.flow = self
         if not self._body_started:
             self._body_started = True
-            self._request.body.attach(self)
+            self._request.body.attach(self)  # may complete the request at once
+        elif self._request_finished:
+            self._arm_head_timer()
         self._touch()
+        try:
+            return await done
+        finally:
+            self._conn.flow = None
+            for timer in (self._head_timer, self._idle):
+                if timer is not None:
+                    timer.cancel()
+            self._head_timer = self._idle = None
+
+    def _arm_head_timer(self) -> None:
         # As Envoy's route timeout: the clock starts once the whole request is sent (an
         # upload may take longer than `timeout`), unless the upstream answers first.
-        if not self._sent.done():
-            await asyncio.wait([self._head, self._sent], return_when=asyncio.FIRST_COMPLETED)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._head), self._plan.timeout)
-        except TimeoutError:
+        done = self._done
+        if self._head_timer is None and not self._got_head and done and not done.done():
+            self._head_timer = self._loop.call_later(self._plan.timeout, self._head_late)
+
+    def _head_late(self) -> None:
+        up = self._up
+        if up is not None:
             up.abort()
-            self._finish(Failure(504, None, up.target, False))
-        result = await self._done
-        self._conn.flow = None
-        if self._idle is not None:
-            self._idle.cancel()
-        return result
+        self._finish(Failure(504, None, up.target if up else None, False))
 
     def _finish(self, failure: Failure | None) -> None:
-        # `_sent` is left alone: it tracks the client's body, which a retry reuses.
-        if not self._head.done():
-            self._head.set_result(None)
-        if not self._done.done():
-            self._done.set_result(failure)
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(failure)
+
+    def flush(self) -> None:
+        """Write what one upstream read produced (the upstream connection calls this)."""
+        out = self._out
+        if out:
+            self._conn.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def _touch(self) -> None:
         if self._plan.idle_timeout is None:
@@ -154,25 +172,34 @@ class Exchange:
 
     def on_request_complete(self) -> None:
         self._request_finished = True
-        if not self._sent.done():
-            self._sent.set_result(None)
         if self._up is not None and self._plan.request_chunked:
             self._up.write(b"0\r\n\r\n")
+        self._arm_head_timer()
 
     # -- upstream events ----------------------------------------------------------
 
     def on_response_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool, chunked: bool
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        keys: list[bytes],
+        keep_alive: bool,
+        chunked: bool,
     ) -> None:
+        self._got_head = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self._touch()
         self._upstream_keep_alive = keep_alive
         upgrade = status == 101 and self._plan.websocket
         out = downstream_response_headers(
-            headers, set_headers=self._plan.response_headers, upgrade=upgrade
+            headers, set_headers=self._plan.response_headers, upgrade=upgrade, keys=keys
         )
-        has_length = any(n.lower() == b"content-length" for n, _ in out)
         bodiless = self._request.method == "HEAD" or status in _NO_BODY_STATUS or status < 200
-        if not bodiless and not has_length:
+        # downstream_response_headers drops Content-Length beside Transfer-Encoding.
+        framed = b"content-length" in keys and b"transfer-encoding" not in keys
+        if not bodiless and not framed:
             if self._request.version == "1.1":
                 self._chunk_down = True
                 out.append((b"transfer-encoding", b"chunked"))
@@ -183,14 +210,13 @@ class Exchange:
             out.append((b"connection", b"close"))
             self._request.keep_alive = False
         self._request.status = status
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
-        lines += [b"%s: %s\r\n" % (n, v) for n, v in out]
-        lines.append(b"\r\n")
-        self._conn.write(b"".join(lines))
+        self._out.append(
+            b"HTTP/1.1 %d %s\r\n%s\r\n"
+            % (status, reason_phrase(status), b"".join([b"%s: %s\r\n" % pair for pair in out]))
+        )
         self._head_sent = True
-        if not self._head.done():
-            self._head.set_result(None)
         if upgrade and self._up is not None:
+            self.flush()
             self._up.raw = True
             self._conn.switch_to_raw(self)
         elif status == 101:
@@ -200,31 +226,40 @@ class Exchange:
     def on_response_body(self, chunk: bytes) -> None:
         self._touch()
         if self._chunk_down:
-            self._conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self._out.append(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         else:
-            self._conn.write(chunk)
+            self._out.append(chunk)
 
     def on_response_complete(self) -> None:
         up = self._up
         if self._chunk_down:
-            self._conn.write(b"0\r\n\r\n")
+            self._out.append(b"0\r\n\r\n")
+        # Now, not at the end of the read: a released connection no longer reports.
+        self.flush()
         if self._close_down:
             self._request.keep_alive = False
         if up is not None:
             if self._request_finished and self._upstream_keep_alive and up.usable and not up.raw:
                 self._pool.release(up)
             else:
+                # Its close is no news to this exchange, and by the time it is reported
+                # the client's connection may be serving its next request.
+                up.events = None
                 up.close()
         self._finish(None)
 
     def on_upstream_raw(self, data: bytes) -> None:
         self._touch()
+        self.flush()
         self._conn.write(data)
 
     def on_upstream_lost(self, exc: BaseException | None) -> None:
+        if self._done is None or self._done.done():
+            return  # this exchange is over; what became of its connection is not its news
         up = self._up
         if up is not None and up.raw:
             # The upgraded stream ended on the app's side: end the client's too.
+            self.flush()
             self._conn.close()
             self._finish(None)
             return
@@ -235,6 +270,7 @@ class Exchange:
 
     def _fail_midstream(self, exc: BaseException | None) -> None:
         # The status line is out: the only honest signal left is to cut the connection.
+        self.flush()
         self._request.keep_alive = False
         self._conn.abort()
         if self._up is not None:

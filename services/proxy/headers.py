@@ -24,7 +24,7 @@ Rules, and why:
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
 from shared.errors.negotiate import wants_html
@@ -87,12 +87,19 @@ def _encode(pairs: Sequence[tuple[str, str]]) -> tuple[Headers, set[bytes]]:
     return out, names
 
 
-def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+def header_value(
+    headers: Sequence[tuple[bytes, bytes]], name: bytes, keys: list[bytes] | None = None
+) -> bytes | None:
     """Every field line named `name` (lower case) joined by `, ` (RFC 9110 section 5.3).
 
+    `keys` are the lower-case names of `headers`, when the caller has them already.
     Not for Set-Cookie, whose lines cannot be combined.
     """
-    found = [value.strip() for key, value in headers if key.lower() == name]
+    if keys is None:
+        keys = [key.lower() for key, _ in headers]
+    if name not in keys:
+        return None
+    found = [value.strip() for value in _values(keys, headers, name)]
     if not found:
         return None
     return found[0] if len(found) == 1 else b", ".join(found)
@@ -167,6 +174,7 @@ def upstream_request_headers(
     host_header: bytes | None,
     upgrade: bytes | None,
     skip_xff_append: bool = False,
+    keys: list[bytes] | None = None,
 ) -> Headers:
     """The headers to send upstream.
 
@@ -177,8 +185,10 @@ def upstream_request_headers(
     remove_request_headers. `upgrade` is the Upgrade value of an allowed websocket.
     Several X-Forwarded-For lines are combined in order; give client_address the same
     combination (header_value) so the address policy sees matches the chain forwarded.
+    `keys` are the lower-case names of `incoming`, when the caller has them already.
     """
-    keys = [name.lower() for name, _ in incoming]
+    if keys is None:
+        keys = [name.lower() for name, _ in incoming]
     added, replaced = _encode(set_headers)
     # One set lookup and one prefix test per header: this runs for every request, and
     # every further test per header adds about a microsecond to a typical request.
@@ -231,6 +241,7 @@ def downstream_response_headers(
     *,
     set_headers: Sequence[tuple[str, str]],
     upgrade: bool = False,
+    keys: list[bytes] | None = None,
 ) -> Headers:
     """The headers to send back to the client.
 
@@ -238,8 +249,10 @@ def downstream_response_headers(
     headers. Repeated headers such as Set-Cookie pass through line by line, never
     merged. With `upgrade` (the upstream answered 101 to an allowed upgrade) the
     upstream's Upgrade header is kept and `Connection: upgrade` sent with it.
+    `keys` are the lower-case names of `upstream_headers`, when the caller has them.
     """
-    keys = [name.lower() for name, _ in upstream_headers]
+    if keys is None:
+        keys = [name.lower() for name, _ in upstream_headers]
     added, replaced = _encode(set_headers)
     drop = HOP_BY_HOP | replaced | _nominated(keys, upstream_headers)
     if b"transfer-encoding" in keys:

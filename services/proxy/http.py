@@ -14,7 +14,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import httptools
@@ -108,20 +108,28 @@ class _Collector:
 class Request:
     method: str
     target: bytes
+    # As they arrived (names keep their case), and `keys`, the same names in lower
+    # case, position for position: lookups scan `keys` in C (list.index / count).
     headers: list[tuple[bytes, bytes]]
+    keys: list[bytes]
     version: str
     keep_alive: bool
     upgrade: bool
     body: Body
-    # Set by the handler: the status sent, for the access log.
+    # Set by the handler as it learns them, for the access log and error pages.
     status: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    host: str = ""
+    path: str = ""
+    route: int = -1
+    decision: str = ""
 
     def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        """The first line named `name` (lower case)."""
+        try:
+            return self.headers[self.keys.index(name)][1]
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +152,7 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._url = bytearray()
         self._headers: list[tuple[bytes, bytes]] = []
+        self._keys: list[bytes] = []
         self._header_bytes = 0
         self._current: Request | None = None  # being parsed
         self._queue: deque[Request] = deque()  # parsed, waiting to be served
@@ -206,6 +215,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url.clear()
         self._headers = []
+        self._keys = []
         self._header_bytes = 0
         if self._idle is not None:
             self._idle.cancel()
@@ -219,6 +229,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._keys.append(name.lower())
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > MAX_HEADER_BYTES:
             raise httptools.HttpParserError("request head too large")
@@ -229,6 +240,7 @@ class HttpConnection(asyncio.Protocol):
             method=parser.get_method().decode("ascii", "replace"),
             target=bytes(self._url),
             headers=self._headers,
+            keys=self._keys,
             version=parser.get_http_version(),
             keep_alive=parser.should_keep_alive(),
             upgrade=parser.should_upgrade(),

@@ -61,7 +61,7 @@ class Pages:
         page = self.page(
             status,
             request_id,
-            host=str(request.extra.get("host", "")),
+            host=request.host,
             server_name=info.server_name if info else None,
             reasons=reasons,
             detail=detail,

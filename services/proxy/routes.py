@@ -154,38 +154,46 @@ class ProxyRoutes:
             return None
         return self.authenticate
 
-    def session_handle(self, headers: Sequence[tuple[bytes, bytes]]) -> str:
-        """From the session cookie, or `Authorization: Pomerium <handle>` for API clients."""
+    def session_handle(self, headers: Sequence[tuple[bytes, bytes]], keys: list[bytes]) -> str:
+        """From the session cookie, or `Authorization: Pomerium <handle>` for API clients.
+
+        `keys` are the lower-case names of `headers`, position for position.
+        """
         prefix = self.cookie_name + b"="
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"cookie":
+        for key, (_, value) in zip(keys, headers, strict=True):
+            if key == b"cookie":
                 for part in value.split(b";"):
                     part = part.strip()
                     if part.startswith(prefix):
                         return part[len(prefix) :].decode("latin-1")
-            elif lname == b"authorization" and value[:9].lower() == BEARER_PREFIX:
+            elif key == b"authorization" and value[:9].lower() == BEARER_PREFIX:
                 return value[9:].strip().decode("latin-1")
         return ""
 
     def without_session_credentials(
-        self, headers: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """The session handle is Vallum's, not the app's: a compromised app must not be
-        able to replay it against other routes."""
+        self, headers: list[tuple[bytes, bytes]], keys: list[bytes]
+    ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """The headers (and their lower-case names) without the session handle.
+
+        The handle is Vallum's, not the app's: a compromised app must not be able to
+        replay it against other routes.
+        """
+        if b"cookie" not in keys and b"authorization" not in keys:
+            return headers, keys
         prefix = self.cookie_name + b"="
         out: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"cookie":
+        out_keys: list[bytes] = []
+        for key, (name, value) in zip(keys, headers, strict=True):
+            if key == b"cookie" and prefix in value:
                 kept = [p for p in value.split(b";") if not p.strip().startswith(prefix)]
-                if any(p.strip() for p in kept):
-                    out.append((name, b";".join(kept).strip()))
-                continue
-            if lname == b"authorization" and value[:9].lower() == BEARER_PREFIX:
+                if not any(p.strip() for p in kept):
+                    continue
+                value = b";".join(kept).strip()
+            elif key == b"authorization" and value[:9].lower() == BEARER_PREFIX:
                 continue
             out.append((name, value))
-        return out
+            out_keys.append(key)
+        return out, out_keys
 
 
 def redirect_location(route: Route, scheme: str, host: str, path: str, query: str) -> str:

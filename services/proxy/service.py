@@ -152,7 +152,7 @@ async def start(config: Config) -> Proxy:
         builtin,
         session_pages if config.authenticate_service_url else None,
     )
-    sock = bind(format_address(config.address), "address")
+    sock = bind(format_address(config.address), "address", reuse_port=config.proxy_workers > 1)
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
     loop = asyncio.get_running_loop()
     proxy.server = await loop.create_server(
@@ -162,7 +162,11 @@ async def start(config: Config) -> Proxy:
         backlog=1024,
     )
     if config.http_redirect_addr is not None and certificates is not None:
-        redirect_sock = bind(format_address(config.http_redirect_addr), "http_redirect_addr")
+        redirect_sock = bind(
+            format_address(config.http_redirect_addr),
+            "http_redirect_addr",
+            reuse_port=config.proxy_workers > 1,
+        )
         proxy.redirect_server = await loop.create_server(
             lambda: HttpConnection(RedirectToHTTPS(config.address.port), proxy.connections),
             sock=redirect_sock,

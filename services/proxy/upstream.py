@@ -23,7 +23,12 @@ class UpstreamEvents(Protocol):
     """What an exchange hears from its upstream connection."""
 
     def on_response_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], keep_alive: bool, chunked: bool
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        keys: list[bytes],
+        keep_alive: bool,
+        chunked: bool,
     ) -> None: ...
 
     def on_response_body(self, chunk: bytes) -> None: ...
@@ -33,6 +38,9 @@ class UpstreamEvents(Protocol):
     def on_upstream_raw(self, data: bytes) -> None: ...
 
     def on_upstream_lost(self, exc: BaseException | None) -> None: ...
+
+    def flush(self) -> None:
+        """One read of the upstream's bytes has been handled."""
 
     def pause_upstream_writes(self) -> None: ...
 
@@ -73,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_close = False  # the response body ends when the upstream closes
         self._parser: httptools.HttpResponseParser | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self._keys: list[bytes] = []
         self._closed = False
         self._on_idle_close = on_idle_close
 
@@ -94,6 +103,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            events = self.events
+            if events is not None:
+                events.flush()
         except httptools.HttpParserUpgrade as upgrade:
             # The rest of this chunk already belongs to the upgraded protocol.
             offset = upgrade.args[0] if upgrade.args else len(data)
@@ -132,26 +144,26 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._keys.append(name.lower())
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         assert parser is not None
         status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            self._headers = []  # an interim response (103 Early Hints): not forwarded
-            return
         headers, self._headers = self._headers, []
-        chunked = any(
-            n.lower() == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers
+        keys, self._keys = self._keys, []
+        if 100 <= status < 200 and status != 101:
+            return  # an interim response (103 Early Hints): not forwarded
+        chunked = b"transfer-encoding" in keys and any(
+            b"chunked" in v.lower()
+            for k, (_, v) in zip(keys, headers, strict=True)
+            if k == b"transfer-encoding"
         )
         self._until_close = not (
-            chunked
-            or self._head_only
-            or status in (101, 204, 304)
-            or any(n.lower() == b"content-length" for n, _ in headers)
+            chunked or self._head_only or status in (101, 204, 304) or b"content-length" in keys
         )
         if self.events is not None:
-            self.events.on_response_head(status, headers, parser.should_keep_alive(), chunked)
+            self.events.on_response_head(status, headers, keys, parser.should_keep_alive(), chunked)
         if self._head_only and self.events is not None:
             # A response to HEAD has no body whatever its Content-Length says, and
             # httptools cannot be told so: finish here and start afresh next time.
@@ -181,7 +193,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = head_only
         self._until_close = False
         self._headers = []
-        self._parser = httptools.HttpResponseParser(self)
+        self._keys = []
+        # A parser reads one response after another on a keep-alive connection; a new
+        # one only after HEAD (which ended its parser early) or on a new connection.
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closed:
@@ -244,6 +260,10 @@ class Pool:
         conn.events = None
         if not conn.usable:
             return
+        # A response can end while the client is slow and reading from the upstream is
+        # paused for it: the next exchange on this connection must hear its answer.
+        assert conn.transport is not None
+        conn.transport.resume_reading()
         idle = self._idle.setdefault(conn.target.key, [])
         if len(idle) >= MAX_IDLE_PER_KEY:
             conn.close()

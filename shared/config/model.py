@@ -152,6 +152,9 @@ class Config:
     grpc_address: Address | None = None
     http_redirect_addr: Address | None = None
     insecure_server: bool = False
+    # Vallum's own: proxy processes sharing `address` (and `http_redirect_addr`) with
+    # SO_REUSEPORT, each a child of the supervisor with its own Check stream and pool.
+    proxy_workers: int = 1
     # Vallum's own, DEVELOPMENT ONLY: the all-in-one supervisor also runs the demo
     # identity provider (at idp_provider_url) and the demo app (at routes[0].to).
     demo: bool = False

@@ -59,6 +59,15 @@ def _parse_trusted_hops(value: Any) -> int:
     return parse_int(value, 0, MAX_TRUSTED_HOPS)
 
 
+# Each worker is a whole process (event loop, Check stream, upstream pool); past a few
+# per core they only add memory, so a large number is a typo, not a machine.
+MAX_PROXY_WORKERS = 64
+
+
+def _parse_proxy_workers(value: Any) -> int:
+    return parse_int(value, 1, MAX_PROXY_WORKERS)
+
+
 def _pair_part(kind: PemKind) -> Parser:
     def parse(value: Any, ctx: Ctx) -> Source:
         return parse_cert_or_path(value, kind, ctx.base_dir, ctx.home)
@@ -98,6 +107,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("grpc_address", plain(parse_address)),
     Key("http_redirect_addr", plain(parse_address)),
     Key("insecure_server", plain(parse_bool)),
+    Key("proxy_workers", plain(_parse_proxy_workers)),
     Key("demo", plain(parse_bool)),
     Key("authenticate_service_url", plain(parse_service_url)),
     Key("authenticate_internal_service_url", plain(parse_service_url)),
@@ -178,6 +188,16 @@ def _check(config: Config, given: Mapping[str, Given], ctx: Ctx) -> None:
                 f"required when {present[0]} is set (give all of "
                 f"{', '.join(INTERNAL_TLS_KEYS)}, or none to let all-in-one mode create them)"
             )
+
+    # Workers share their listening ports; port 0 would give each its own random one.
+    if config.proxy_workers > 1:
+        for name in ("address", "http_redirect_addr"):
+            address = getattr(config, name)
+            if address is not None and address.port == 0:
+                ctx.child(name).add(
+                    f"port 0 (any free port) cannot be shared by proxy_workers: "
+                    f"{config.proxy_workers}; give a fixed port"
+                )
 
 
 def parse_config_partial(

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -101,15 +101,25 @@ class SigningKey:
 
     def sign(self, data: bytes) -> bytes:
         """The JWS signature of `data` (RFC 7518 section 3, RFC 8037 section 3.1)."""
+        return self.signer()(data)
+
+    def signer(self) -> Callable[[bytes], bytes]:
+        """sign() with the key type settled once, for signing many times."""
         key = self.private_key
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            # JWS wants r || s at 32 bytes each, not the DER that cryptography returns
-            # (RFC 7518 section 3.4).
-            r, s = decode_dss_signature(key.sign(data, _ECDSA_SHA256))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+            ec_sign = key.sign
+
+            def sign_es256(data: bytes) -> bytes:
+                # JWS wants r || s at 32 bytes each, not the DER that cryptography
+                # returns (RFC 7518 section 3.4).
+                r, s = decode_dss_signature(ec_sign(data, _ECDSA_SHA256))
+                return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+            return sign_es256
         if isinstance(key, rsa.RSAPrivateKey):
-            return key.sign(data, _PKCS1V15, _SHA256)
-        return key.sign(data)
+            rsa_sign = key.sign
+            return lambda data: rsa_sign(data, _PKCS1V15, _SHA256)
+        return key.sign
 
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())

@@ -63,10 +63,11 @@ class ClaimsTemplate:
 class AssertionSigner:
     """Signs assertions with one key; the protected header is encoded once, here."""
 
-    __slots__ = ("_prefix", "key")
+    __slots__ = ("_prefix", "_sign", "key")
 
     def __init__(self, key: SigningKey) -> None:
         self.key = key
+        self._sign = key.signer()
         header = {"alg": key.alg, "kid": key.kid, "typ": "JWT"}
         encoded = b64url(json.dumps(header, separators=(",", ":")).encode("ascii"))
         self._prefix = encoded.encode("ascii") + b"."
@@ -79,5 +80,5 @@ class AssertionSigner:
         signing_input = self._prefix + urlsafe_b64encode(template.payload(int(now), jti)).rstrip(
             b"="
         )
-        signature = urlsafe_b64encode(self.key.sign(signing_input)).rstrip(b"=")
+        signature = urlsafe_b64encode(self._sign(signing_input)).rstrip(b"=")
         return (signing_input + b"." + signature).decode("ascii")

@@ -146,7 +146,11 @@ class CheckRequest(_message.Message):
     session_handle: _builtins.str
     """Opaque, encrypted session handle from the session cookie or bearer token."""
     @_builtins.property
-    def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]: ...
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]:
+        """Only the headers policy can read (shared.policy.POLICY_HEADERS), names in
+        lower case.
+        """
+
     @_builtins.property
     def client_certificate(self) -> Global___ClientCertificate: ...
     def __init__(

@@ -27,9 +27,10 @@ generated Rego so that a Pomerium config means the same thing here:
 from shared.policy.compiler import compile_policy, compile_route_policy
 from shared.policy.decision import CompiledPolicy, Decision
 from shared.policy.errors import PolicyError, Problem
-from shared.policy.inputs import ClientCertView, PolicyInput, SessionView
+from shared.policy.inputs import POLICY_HEADERS, ClientCertView, PolicyInput, SessionView
 
 __all__ = [
+    "POLICY_HEADERS",
     "ClientCertView",
     "CompiledPolicy",
     "Decision",

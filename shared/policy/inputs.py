@@ -52,14 +52,20 @@ class ClientCertView:
     invalid_reason: str | None = None
 
 
+# The only request headers any criterion reads (cors_preflight). The proxy sends
+# authorize these and no others: less to copy per request, and cookies, tokens and
+# the like never leave the proxy for a service that has no use for them.
+POLICY_HEADERS: frozenset[str] = frozenset({"origin", "access-control-request-method"})
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyInput:
     """One request, as policy evaluates it.
 
     `path` is the path as forwarded upstream, without the query string (anything from `?` on
-    is ignored by `http_path`). `headers` has lower-case names. `now` must be timezone-aware:
-    date and time criteria compare instants, and a naive value would silently mean the
-    machine's local time.
+    is ignored by `http_path`). `headers` has lower-case names (of POLICY_HEADERS). `now`
+    must be timezone-aware: date and time criteria compare instants, and a naive value
+    would silently mean the machine's local time.
     """
 
     method: str

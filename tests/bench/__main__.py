@@ -10,7 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.bench import load, micro
+from tests.bench import load, memory, micro, rpc, stores
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
@@ -41,6 +41,9 @@ def machine() -> str:
 
 def main() -> None:
     micro_table = micro.report()
+    rpc_table = rpc.report()
+    stores_table = stores.report()
+    memory_tables = memory.report()
     load_table = load.report()
     body = f"""# Vallum benchmarks
 
@@ -56,6 +59,38 @@ measure your machine. Command: `make bench`.
 CPU µs per operation, median of 5 timed runs in one process.
 
 {micro_table}
+
+## Check round trip and session lookup over mTLS gRPC
+
+The proxy's own CheckClient, in the bench process with the proxy's internal
+certificate, against the authorize process of a running all-in-one; requests built as
+the proxy builds them, every answer checked to be ALLOW; the signed-in route carries
+alice's session handle from the real sign-in flow, so once warm each of its checks is
+a session cache hit. A cache miss adds a SessionService.Get to authenticate, timed on
+its own with authorize's certificate. Latency is wall clock per call
+({rpc.SEQUENTIAL:,} calls one at a time; {rpc.CONCURRENT:,} calls from
+{rpc.IN_FLIGHT} concurrent callers); CPU per call is the serving process's user +
+system time from /proc over the run, and this process's for the client side.
+
+{rpc_table}
+
+## Session stores, in process
+
+`get` of an existing session ({stores.GETS:,} one after another, on uvloop, in the
+bench process), after a put: wall µs per get, and this process's CPU (for PostgreSQL
+the server's own CPU is not included).
+
+{stores_table}
+
+## Memory
+
+RSS (VmRSS) of each process of the all-in-one (the DEVELOPMENT ONLY demo IdP and app
+left out) right after "all services ready", before any request; then, after sign-in
+and a 1 MiB warm-up, the proxy's peak RSS (VmHWM reset just before each transfer)
+while 1 GiB is downloaded from, then uploaded to, an upstream app through the
+signed-in route with httpx.
+
+{memory_tables}
 
 ## Side by side under load
 

@@ -10,9 +10,11 @@ round after round so that every target sees the same machine state:
       `_pomerium` cookie is sent by wrk;
   (d) nginx, TLS reverse proxy with `auth_request` (a real subrequest per request to
       an auth endpoint in its own nginx process: the shape of Envoy's ext_authz);
-  (e) Caddy, TLS reverse proxy with `forward_auth` to the same auth endpoint.
+  (e) Caddy, TLS reverse proxy with `forward_auth` to the same auth endpoint;
+  (f) as (c), in a second all-in-one with `proxy_workers: 2` (two proxy processes on
+      one port, SO_REUSEPORT), to compare with (c)'s one worker.
 
-TLS for (b)-(e) uses certificates from the project's CA (ECDSA P-256). CPU per request
+TLS for (b)-(f) uses certificates from the project's CA (ECDSA P-256). CPU per request
 and peak RSS (VmHWM) are read from /proc for each process that serves a target.
 A target that cannot run is reported as "not measured: <why>".
 """
@@ -42,6 +44,12 @@ from tests.support.procs import Proc, vallum
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SECONDS, ROUNDS, CONNECTIONS = 4, 3, 32
+# Per target before the rounds: TLS session caches, pools and the Check stream warm up
+# in well under a second of wrk.
+WARMUP_SECONDS = 1
+# wrk gets a CPU of its own only where that leaves the servers at least 3; on fewer,
+# pinning it would only take a core away from the workers it is meant to measure.
+PIN_MIN_CPUS = 4
 
 NGINX_HEAD = """
 worker_processes 1;
@@ -130,6 +138,7 @@ class Target:
     headers: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)  # process label -> pid
     skipped: str | None = None  # "not measured" reason
+    ca: Path | None = None  # its server certificate's CA, when not the first Vallum's
 
 
 @dataclass
@@ -174,6 +183,20 @@ def children(pid: int) -> dict[int, list[bytes]]:
     return found
 
 
+def service_pids(proc: Proc) -> dict[str, int]:
+    """Each Vallum service child of a supervisor by name, a proxy worker as `proxy#N`
+    (the demo IdP and app are no `--services` children, so they are left out)."""
+    found = {}
+    for pid, argv in children(proc.process.pid).items():
+        if b"--services" not in argv:
+            continue
+        name = argv[argv.index(b"--services") + 1].decode()
+        if b"--worker" in argv:
+            name += "#" + argv[argv.index(b"--worker") + 1].decode()
+        found[name] = pid
+    return dict(sorted(found.items()))
+
+
 def nginx_workers(proc: Proc, label: str) -> dict[str, int]:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -206,8 +229,9 @@ def nginx(tmp: Path, name: str, template: str, **values: object) -> tuple[Proc, 
     return Proc(["nginx", "-c", str(conf), "-g", "daemon off;"]), port
 
 
-def vallum_config(tmp: Path, upstream: int) -> tuple[Path, int]:
-    """The demo all-in-one (built-in IdP, alice / demo) in front of the upstream."""
+def vallum_config(tmp: Path, upstream: int, **extra: object) -> tuple[Path, int]:
+    """The demo all-in-one (built-in IdP, alice / demo) in front of the upstream;
+    `extra` are more config keys."""
     port = free_port()
     base = f"https://127.0.0.1:{port}"
     config = {
@@ -215,6 +239,9 @@ def vallum_config(tmp: Path, upstream: int) -> tuple[Path, int]:
         "authenticate_service_url": f"https://authenticate.localhost:{port}",
         "authorize_service_url": f"https://127.0.0.1:{free_port()}",
         "databroker_service_url": f"https://127.0.0.1:{free_port()}",
+        # Else the sign-in pages take the SessionService port + 1: a port nobody
+        # checked, odd, so where Linux puts outgoing connections' local ports.
+        "authenticate_internal_service_url": f"https://127.0.0.1:{free_port()}",
         "data_dir": str(tmp / "data"),
         "log_level": "warning",
         "demo": True,
@@ -243,6 +270,7 @@ def vallum_config(tmp: Path, upstream: int) -> tuple[Path, int]:
                 "pass_identity_headers": True,
             },
         ],
+        **extra,
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -269,8 +297,18 @@ def check_once(ca: Path, url: str, headers: dict[str, str]) -> None:
         raise RuntimeError(f"{url} answered {r.status_code}, not 200")
 
 
+def wrk_cpu() -> int | None:
+    """The CPU wrk is pinned to (the last one), or None where it is not pinned."""
+    cpus = os.cpu_count() or 1
+    if cpus < PIN_MIN_CPUS or shutil.which("taskset") is None:
+        return None
+    return cpus - 1
+
+
 def wrk(url: str, seconds: int, headers: list[str]) -> tuple[float, float, float, int]:
-    argv = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency"]
+    cpu = wrk_cpu()
+    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
+    argv = [*pin, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency"]
     for h in headers:
         argv += ["-H", h]
     out = subprocess.run(
@@ -318,6 +356,7 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
         "c": Target("c", "(c) Vallum signed-in route (alice), TLS, identity headers"),
         "d": Target("d", "(d) nginx TLS + `auth_request` subrequest"),
         "e": Target("e", "(e) Caddy TLS + `forward_auth`"),
+        "f": Target("f", "(f) Vallum signed-in route, 2 proxy workers"),
     }
     with tempfile.TemporaryDirectory(prefix="vallum-bench-") as d, ExitStack() as stack:
         tmp = Path(d)
@@ -331,19 +370,19 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
         a = targets["a"]
         a.url, a.pids = f"http://127.0.0.1:{up}/", dict(upstream_pid)
 
-        # Vallum: (b) and (c) in one all-in-one.
+        # Vallum: (b) and (c) in one all-in-one; (f) in a second one with two proxy
+        # workers, started at the same time.
         config, port = vallum_config(tmp, up)
         vproc = vallum("run", "--config", str(config))
         stack.callback(vproc.stop)
+        (tmp / "workers").mkdir()
+        config_f, port_f = vallum_config(tmp / "workers", up, proxy_workers=2)
+        fproc = vallum("run", "--config", str(config_f))
+        stack.callback(fproc.stop)
         vproc.wait_for("all services ready", timeout=60)
         ca_dir = tmp / "data" / "pki"
         ca_pem = ca_dir / "ca.pem"
-        vpids = {
-            argv[argv.index(b"--services") + 1].decode(): pid
-            for pid, argv in children(vproc.process.pid).items()
-            if b"--services" in argv
-        }
-        vallum_pids = {k: p for k, p in vpids.items() if not k.startswith("demo-")}
+        vallum_pids = service_pids(vproc)
         b, c = targets["b"], targets["c"]
         b.url, b.pids = f"https://127.0.0.1:{port}/public/", {**vallum_pids, **upstream_pid}
         check_once(ca_pem, b.url, {})
@@ -351,6 +390,19 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
         cookie = f"_pomerium={sign_in(ca_pem, c.url)}"
         c.headers, c.pids = [f"Cookie: {cookie}"], {**vallum_pids, **upstream_pid}
         check_once(ca_pem, c.url, {"Cookie": cookie})
+        ft = targets["f"]
+        try:
+            fproc.wait_for("all services ready", timeout=60)
+            ft.ca = tmp / "workers" / "data" / "pki" / "ca.pem"
+            ft.url = f"https://127.0.0.1:{port_f}/"
+            cookie_f = f"_pomerium={sign_in(ft.ca, ft.url)}"
+            ft.headers, ft.pids = [f"Cookie: {cookie_f}"], {**service_pids(fproc), **upstream_pid}
+            check_once(ft.ca, ft.url, {"Cookie": cookie_f})
+        except Exception as exc:
+            # A child's error line says why better than a wait that ran out.
+            lines = fproc.output.strip().splitlines() or ["no output"]
+            why = next((ln for ln in reversed(lines) if " ERROR " in ln), lines[-1])
+            ft.skipped = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}; {why[:160]}"
 
         # The reference proxies, with a server certificate from the same CA.
         paths = write_issued(
@@ -395,13 +447,13 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
 
         live = [t for t in targets.values() if t.skipped is None]
         for t in live:  # warm up pools, caches, the Check stream, TLS sessions
-            wrk(t.url, 2, t.headers)
+            wrk(t.url, WARMUP_SECONDS, t.headers)
         runs: dict[str, list[Run]] = {t.key: [] for t in live}
         for _ in range(rounds):
             for t in live:
                 runs[t.key].append(measure(t, seconds))
         for t in live:  # the session must still be valid at the end: no silent redirects
-            check_once(ca_pem, t.url, dict(h.split(": ", 1) for h in t.headers))
+            check_once(t.ca or ca_pem, t.url, dict(h.split(": ", 1) for h in t.headers))
         results = []
         for t in targets.values():
             rss = {k: peak_rss_mib(p) for k, p in t.pids.items()} if t.skipped is None else {}
@@ -448,11 +500,32 @@ def report_tables(results: list[Result]) -> str:
             f"CPU/req (proxy + auth) {_proxy_cpu(by[x]) / _proxy_cpu(by[y]):.1f}x"
         )
 
-    lines += [ratio("c", "d"), ratio("c", "e")]
+    lines += [ratio("c", "d"), ratio("c", "e"), *workers_ratio(by["f"], by["c"])]
     a, c = by["a"].run, by["c"].run
     if a is not None and c is not None:
         lines.append(f"- added p50 of (c) over (a): {c.p50_ms - a.p50_ms:.2f} ms")
     return "\n".join(lines)
+
+
+def workers_ratio(f: Result, c: Result) -> list[str]:
+    """(f) against (c): what a second proxy worker buys, and what it costs per request."""
+    if f.run is None or c.run is None:
+        return [f"- (f)/(c): not measured: {f.target.skipped or c.target.skipped}"]
+    workers = {k: v for k, v in f.run.cpu_us.items() if k.startswith("proxy#")}
+    cpus = os.cpu_count() or 1
+    cpu = wrk_cpu()
+    pinned = f"wrk pinned to CPU {cpu}" if cpu is not None else "wrk not pinned"
+    return [
+        f"- (f)/(c), 2 proxy workers over 1: requests/s {f.run.rps / c.run.rps:.2f}; "
+        f"proxy CPU µs/req {sum(workers.values()):.0f} ({_per_process(workers, '.0f')}: "
+        "each over all requests, shared as wrk's connections hashed to the workers) "
+        f"against {c.run.cpu_us.get('proxy', float('nan')):.0f}; proxy + auth "
+        f"{_proxy_cpu(f):.0f} against {_proxy_cpu(c):.0f}",
+        f"- {cpus} CPUs, {pinned}: the proxy workers, authorize (one process for both) "
+        "and wrk share the CPUs, so the requests/s ratio is bounded by the CPU left to "
+        "the workers, not by the workers; CPU µs per request is the figure that holds "
+        "on a bigger or shared machine",
+    ]
 
 
 def report(seconds: int = SECONDS, rounds: int = ROUNDS) -> str:

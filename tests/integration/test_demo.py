@@ -22,6 +22,8 @@ def test_demo_sign_in_as_alice_and_bob(tmp_path: Path) -> None:
     config["authenticate_service_url"] = f"https://authenticate.localhost:{port}"
     config["authorize_service_url"] = f"https://127.0.0.1:{free_port()}"
     config["databroker_service_url"] = f"https://127.0.0.1:{free_port()}"
+    # Its default is the sessions port + 1, which nobody reserved for the test.
+    config["authenticate_internal_service_url"] = f"https://127.0.0.1:{free_port()}"
     config["idp_provider_url"] = f"https://localhost:{idp}"
     config["data_dir"] = str(tmp_path / "data")
     for route in config["routes"]:

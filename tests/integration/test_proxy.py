@@ -321,6 +321,31 @@ def test_keep_alive_and_pipelining(stack) -> None:  # type: ignore[no-untyped-de
     assert data.count(b"HTTP/1.1 200 OK") == 2
 
 
+def test_upstream_closing_after_a_response_leaves_the_client_connection_alone(stack) -> None:  # type: ignore[no-untyped-def]
+    # The app closes its connection after every response (as nginx does after
+    # keepalive_requests): that close is no concern of the client's keep-alive
+    # connection, which must go on serving request after request.
+    v = stack[0]
+    ctx = ssl.create_default_context(cafile=str(v.ca))
+    host = f"echo.localhost:{v.port}".encode()
+    with (
+        socket.create_connection(("127.0.0.1", v.port)) as raw,
+        ctx.wrap_socket(raw, server_hostname="echo.localhost") as tls,
+    ):
+        tls.settimeout(10)
+        for n in range(20):
+            tls.sendall(b"GET /close?n=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (n, host))
+            data = b""
+            while not data.endswith(b"bye\n"):
+                chunk = tls.recv(65536)
+                assert chunk, f"the proxy closed the client's connection after {n} requests"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+            assert b"connection: close" not in data.lower()
+            # Give the app's close time to reach the proxy before the next request.
+            time.sleep(0.02)
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -38,13 +38,10 @@ class EchoAuthorizer(AuthorizerServicer):
     def __init__(self) -> None:
         pass
 
-    async def _decide(
-        self, request: authorize_pb2.CheckRequest
-    ) -> tuple[authorize_pb2.CheckResponse, None]:
-        response = authorize_pb2.CheckResponse(
+    async def check(self, request: authorize_pb2.CheckRequest) -> authorize_pb2.CheckResponse:
+        return authorize_pb2.CheckResponse(
             request_id=request.request_id, outcome=authorize_pb2.ALLOW
         )
-        return response, None
 
 
 @pytest.fixture

@@ -99,8 +99,9 @@ def vallum_once(
     )
 
 
-def child_pid(proc: Proc, name: str) -> int:
-    """The supervisor's child running `name`, found through /proc."""
+def children(pid: int) -> dict[int, list[bytes]]:
+    """pid -> argv of each direct child of `pid`, found through /proc."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -109,10 +110,27 @@ def child_pid(proc: Proc, name: str) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if (
-            ppid == proc.process.pid
-            and b"--services" in argv
-            and argv[argv.index(b"--services") + 1] == name.encode()
-        ):
-            return int(entry.name)
+        if ppid == pid:
+            found[int(entry.name)] = argv
+    return found
+
+
+def _option(argv: list[bytes], name: bytes) -> bytes | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def child_pid(proc: Proc, name: str) -> int:
+    """The supervisor's child running `name` (with proxy_workers > 1: one of them)."""
+    for pid, argv in children(proc.process.pid).items():
+        if _option(argv, b"--services") == name.encode():
+            return pid
     raise AssertionError(f"no {name} child of {proc.process.pid}")
+
+
+def worker_pids(proc: Proc) -> dict[int, int]:
+    """Worker number -> pid of each proxy worker (`--worker N`) the supervisor runs."""
+    return {
+        int(worker): pid
+        for pid, argv in children(proc.process.pid).items()
+        if (worker := _option(argv, b"--worker")) is not None
+    }

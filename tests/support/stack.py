@@ -153,6 +153,9 @@ def all_in_one(
         "routes": routes,
         **extra,
     }
+    if "idp_provider_url" in config:
+        # Its default is the sessions port + 1, which nobody reserved for the test.
+        config.setdefault("authenticate_internal_service_url", f"https://127.0.0.1:{free_port()}")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = vallum("run", "--config", str(path))

@@ -4,6 +4,7 @@
 /bytes?size=N    N bytes streamed in 1 MiB chunks (a download)
 /upload          reads the body as it streams; returns its size and SHA-256
 /slow?delay=S    answers after S seconds
+/close           answers, then closes the connection (`Connection: close`)
 /ws              WebSocket echo
 /__hits          how many times each path was requested (not counted itself)
 """
@@ -50,6 +51,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     query = dict(
         part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part
     )
+    if path == "/close":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", b"4"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"bye\n"})
+        return
     if path == "/bytes":
         size = int(query.get("size", "0"))
         await send(
