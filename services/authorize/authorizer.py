@@ -151,8 +151,13 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
         response: authorize_pb2.CheckResponse,
         session: ActiveSession | None,
     ) -> authorize_pb2.CheckResponse:
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        # Refusals at info, allows at debug: the proxy's access line already records
+        # every request with its decision, and a second line per request costs both
+        # processes (and the log pipeline) about as much again as the decision itself.
+        level = logging.DEBUG if response.outcome == authorize_pb2.ALLOW else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
                 "%s",
                 logfmt(
                     decision=OUTCOME_NAMES.get(response.outcome, "unknown"),

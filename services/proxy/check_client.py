@@ -61,8 +61,11 @@ class CheckClient:
         self._wake = asyncio.Event()  # checks are waiting, or the window opened
         self._tasks: list[asyncio.Task[None]] = []
         self._stream: _Stream | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        # Looked up once: asyncio.get_running_loop() is a getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._write_loop()),
             asyncio.create_task(self._sweep_loop()),
@@ -82,7 +85,7 @@ class CheckClient:
 
     async def decide(self, batched: authorize_pb2.BatchedCheck) -> authorize_pb2.CheckResponse:
         """As check(), for a BatchedCheck whose request was filled in place (no copy)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[authorize_pb2.CheckResponse] = loop.create_future()
         check_id = batched.id = next(self._ids)
         self._pending[check_id] = (future, loop.time() + self._deadline)
@@ -116,7 +119,7 @@ class CheckClient:
 
     async def _send(self, stream: _Stream, batch: authorize_pb2.CheckBatch) -> None:
         stream.sent.update(check.id for check in batch.checks)
-        stream.unanswered.append(asyncio.get_running_loop().time())
+        stream.unanswered.append((self._loop or asyncio.get_running_loop()).time())
         try:
             await stream.call.write(batch)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:

@@ -54,7 +54,7 @@ class Exchange:
         self._request = request
         self._pool = pool
         self._plan = plan
-        self._loop = asyncio.get_running_loop()
+        self._loop = conn.loop
         self._up: UpstreamConnection | None = None
         self._done: asyncio.Future[Failure | None] | None = None
         self._head_timer: asyncio.TimerHandle | None = None

@@ -147,6 +147,8 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, handler: Handler, connections: set[HttpConnection]) -> None:
         self._handler = handler
         self._connections = connections
+        # Looked up once: asyncio.get_running_loop() is a getpid() system call each time.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.info: ConnectionInfo | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -249,7 +251,7 @@ class HttpConnection(asyncio.Protocol):
         self._current = request
         self._queue.append(request)
         if self._serving is None or self._serving.done():
-            self._serving = asyncio.get_running_loop().create_task(self._serve())
+            self._serving = self.loop.create_task(self._serve())
         if len(self._queue) > 1:
             # A pipelined request: read no further until the ones before it are done.
             self.pause_reading()
@@ -288,7 +290,7 @@ class HttpConnection(asyncio.Protocol):
     def _arm_idle(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
-        self._idle = asyncio.get_running_loop().call_later(KEEP_ALIVE_SECONDS, self._idle_close)
+        self._idle = self.loop.call_later(KEEP_ALIVE_SECONDS, self._idle_close)
 
     def _idle_close(self) -> None:
         if not self._queue and self._raw is None:

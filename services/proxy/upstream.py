@@ -222,9 +222,11 @@ class Pool:
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int, int, str | None], list[UpstreamConnection]] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap())
+        self._loop = asyncio.get_running_loop()
+        self._reaper = self._loop.create_task(self._reap())
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -268,7 +270,7 @@ class Pool:
         if len(idle) >= MAX_IDLE_PER_KEY:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = (self._loop or asyncio.get_running_loop()).time()
         idle.append(conn)
 
     def _forget(self, conn: UpstreamConnection) -> None:

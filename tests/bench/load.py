@@ -38,6 +38,7 @@ import httpx
 import yaml
 
 from shared.pki import issue_server, load_ca, write_issued
+from tests.bench import paced
 from tests.support.browser import Browser
 from tests.support.net import free_port, wait_for_port
 from tests.support.procs import Proc, vallum
@@ -155,6 +156,8 @@ class Result:
     target: Target
     run: Run | None
     rss_mib: dict[str, float]
+    # (a) and (c) at half of (c)'s requests/s, paced (tests/bench/paced.py).
+    paced: paced.Paced | None = None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -452,12 +455,18 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
         for _ in range(rounds):
             for t in live:
                 runs[t.key].append(measure(t, seconds))
+        half: dict[str, paced.Paced] = {}
+        if "a" in runs and "c" in runs:
+            rate = median_run(runs["c"]).rps / 2
+            for key in ("a", "c"):
+                half[key] = paced.measure(targets[key].url, rate, targets[key].headers)
         for t in live:  # the session must still be valid at the end: no silent redirects
             check_once(t.ca or ca_pem, t.url, dict(h.split(": ", 1) for h in t.headers))
         results = []
         for t in targets.values():
             rss = {k: peak_rss_mib(p) for k, p in t.pids.items()} if t.skipped is None else {}
-            results.append(Result(t, median_run(runs[t.key]) if t.key in runs else None, rss))
+            run_ = median_run(runs[t.key]) if t.key in runs else None
+            results.append(Result(t, run_, rss, half.get(t.key)))
     return results
 
 
@@ -503,7 +512,18 @@ def report_tables(results: list[Result]) -> str:
     lines += [ratio("c", "d"), ratio("c", "e"), *workers_ratio(by["f"], by["c"])]
     a, c = by["a"].run, by["c"].run
     if a is not None and c is not None:
-        lines.append(f"- added p50 of (c) over (a): {c.p50_ms - a.p50_ms:.2f} ms")
+        lines.append(
+            f"- added p50 of (c) over (a), both at full load: {c.p50_ms - a.p50_ms:.2f} ms"
+        )
+    pa, pc = by["a"].paced, by["c"].paced
+    if pa is not None and pc is not None:
+        lines.append(
+            f"- added p50 of (c) over (a) at half of (c)'s requests/s ({pc.rate:,.0f}/s asked, "
+            f"{paced.CONNECTIONS} paced connections; achieved (a) {pa.achieved:,.0f}/s, "
+            f"(c) {pc.achieved:,.0f}/s): {pc.p50_ms - pa.p50_ms:.2f} ms "
+            f"(p50 (a) {pa.p50_ms:.2f} ms, (c) {pc.p50_ms:.2f} ms; p99 (a) {pa.p99_ms:.2f} ms, "
+            f"(c) {pc.p99_ms:.2f} ms)"
+        )
     return "\n".join(lines)
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import uvloop
 
 from services.proxy.check_client import CheckClient
-from shared import policy
 from shared.pb import authorize_pb2, session_pb2, session_pb2_grpc
+from shared.policy import POLICY_HEADERS
 from shared.rpc import ServiceChannel, internal_tls
 from shared.sessions import HandleCodec
 from tests.bench.allinone import AllInOne, all_in_one
@@ -49,12 +49,10 @@ BROWSER_HEADERS = (
 
 
 def sent_headers(host: str) -> list[tuple[str, str]]:
-    """The headers the proxy copies into a CheckRequest for a browser's GET. A proxy
-    that sends only what policy reads (shared.policy.POLICY_HEADERS, when present)
-    copies none of these; an older one copies them all: follow whichever this is."""
+    """The headers the proxy copies into a CheckRequest for a browser's GET: only
+    those a policy can read (none of a plain GET's)."""
     headers = [("host", host), *BROWSER_HEADERS]
-    only: frozenset[str] | None = getattr(policy, "POLICY_HEADERS", None)
-    return headers if only is None else [(n, v) for n, v in headers if n in only]
+    return [(n, v) for n, v in headers if n in POLICY_HEADERS]
 
 
 @dataclass

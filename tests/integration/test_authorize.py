@@ -391,11 +391,20 @@ async def test_sessions_unreachable_fails_closed(stack: Stack) -> None:
     assert (await check(stack, "public.localhost")).outcome == authorize_pb2.ALLOW
 
 
-async def test_each_decision_is_one_log_line(
+async def test_refusals_are_logged_at_info_and_allows_at_debug(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="vallum.authorize.decision")
     handle = await put_session(stack, "s-log", email="alice@example.com", groups=[])
+    await check(stack, "app.localhost", "/x y", handle)
+    await check(stack, "app.localhost", "/signed-out")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vallum.authorize.decision"]
+    assert lines == [
+        "decision=sign-in-required request_id=req-1 route=1 host=app.localhost method=GET "
+        "path=/signed-out user=\"\" reasons=user-unauthenticated"
+    ]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="vallum.authorize.decision")
     await check(stack, "app.localhost", "/x y", handle)
     lines = [r.getMessage() for r in caplog.records if r.name == "vallum.authorize.decision"]
     assert lines == [
