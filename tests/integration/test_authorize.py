@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -401,7 +402,7 @@ async def test_refusals_are_logged_at_info_and_allows_at_debug(
     lines = [r.getMessage() for r in caplog.records if r.name == "vallum.authorize.decision"]
     assert lines == [
         "decision=sign-in-required request_id=req-1 route=1 host=app.localhost method=GET "
-        "path=/signed-out user=\"\" reasons=user-unauthenticated"
+        'path=/signed-out user="" reasons=user-unauthenticated'
     ]
     caplog.clear()
     caplog.set_level(logging.DEBUG, logger="vallum.authorize.decision")
@@ -423,3 +424,60 @@ async def test_only_the_proxy_may_check(stack: Stack, tmp_path: Path) -> None:
         )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await channel.close()
+
+
+async def test_a_batch_waiting_for_its_session_does_not_hold_up_the_next(tmp_path: Path) -> None:
+    # authorize's sessions come from an address that accepts connections and never
+    # answers, so a session lookup hangs until its timeout. A batch that needs one must
+    # not delay the batches behind it on the same stream; it fails closed in the end.
+    ca = make_ca(tmp_path / "ca")
+    certs = {s: service_pair(ca, tmp_path / "certs", s) for s in ("authorize", "proxy")}
+    blackhole = socket.create_server(("127.0.0.1", 0))
+    authorize_port = free_port()
+    path = tmp_path / "authorize.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "services": "authorize",
+                "shared_secret": base64.b64encode(SECRET).decode(),
+                "cookie_secret": base64.b64encode(SECRET).decode(),
+                "certificate_authority_file": str(tmp_path / "ca" / "ca.pem"),
+                "trust_domain": TRUST_DOMAIN,
+                "authorize_service_url": f"https://127.0.0.1:{authorize_port}",
+                "databroker_service_url": f"https://127.0.0.1:{blackhole.getsockname()[1]}",
+                "internal_certificate_file": str(certs["authorize"].cert),
+                "internal_certificate_key_file": str(certs["authorize"].key),
+                "routes": ROUTES,
+            }
+        )
+    )
+    authz = await start_authorize(load_config(str(path), {}))
+    channel = ServiceChannel(
+        f"https://127.0.0.1:{authorize_port}", certs["proxy"].tls(tmp_path / "ca" / "ca.pem")
+    )
+    try:
+        call = authorize_pb2_grpc.AuthorizerStub(channel.get()).CheckStream()
+        handle = HandleCodec(SECRET).seal("s-slow", int(time.time()) + 3600)
+        waiting = authorize_pb2.CheckBatch()
+        waiting.checks.add(id=1).request.CopyFrom(
+            authorize_pb2.CheckRequest(
+                scheme="https", host="app.localhost", path="/", session_handle=handle
+            )
+        )
+        public = authorize_pb2.CheckBatch()
+        public.checks.add(id=2).request.CopyFrom(
+            authorize_pb2.CheckRequest(scheme="https", host="public.localhost", path="/")
+        )
+        await call.write(waiting)
+        await call.write(public)
+        first = await asyncio.wait_for(call.read(), timeout=10)
+        assert [(r.id, r.response.outcome) for r in first.results] == [(2, authorize_pb2.ALLOW)]
+        second = await asyncio.wait_for(call.read(), timeout=10)
+        assert [(r.id, r.response.outcome) for r in second.results] == [
+            (1, authorize_pb2.UNAVAILABLE)
+        ]
+        call.cancel()
+    finally:
+        await channel.close()
+        await authz.stop(0)
+        blackhole.close()
