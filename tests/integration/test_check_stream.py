@@ -34,6 +34,11 @@ class Gate(authorize_pb2_grpc.AuthorizerServicer):
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
     streams: int = 0
 
+    async def Check(
+        self, request: authorize_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> authorize_pb2.CheckResponse:
+        raise NotImplementedError("the proxy checks over CheckStream")
+
     async def CheckStream(
         self,
         requests: AsyncIterator[authorize_pb2.CheckBatch],
