@@ -17,6 +17,7 @@ from typing import Protocol
 import uvloop
 
 from shared.config import Config
+from shared.logs import flush_logs
 from shared.material import MaterialError
 from shared.rpc import StartupError
 
@@ -56,6 +57,7 @@ async def _serve(config: Config, name: str, start: Starter, ready_fd: int | None
     gc.collect()
     gc.freeze()
     log.info("%s ready: %s", name, running.describe())
+    flush_logs()  # the supervisor prints "all services ready" when told, after this line
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)

@@ -57,6 +57,13 @@ class BatchedStderr(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
 
+def flush_logs() -> None:
+    """Write every line logged so far, now (before telling another process something
+    those lines should precede)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def setup_logging(level: str) -> None:
     handler = BatchedStderr()
     handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

@@ -316,6 +316,10 @@ class ServiceChannel:
         self._closing: set[asyncio.Task[None]] = set()
         self._channel = self._open()
 
+    @property
+    def tls(self) -> InternalTLS:
+        return self._tls
+
     def _open(self) -> grpc.aio.Channel:
         ca_pem, pair = self._tls.load()
         creds = grpc.ssl_channel_credentials(ca_pem, pair.key_pem, pair.cert_pem)

@@ -27,11 +27,12 @@ _SERVICE = "/vallum.authorize.v1.Authorizer/"
 ACL = {
     _SERVICE + "Check": frozenset({"proxy"}),
     _SERVICE + "CheckStream": frozenset({"proxy"}),
+    _SERVICE + "CheckChannel": frozenset({"proxy"}),
 }
 
 
 # A check that waits for its session: where its answer goes, and what decides it.
-_Waiting = tuple[authorize_pb2.BatchedResult, authorize_pb2.CheckRequest, RouteState, str]
+Waiting = tuple[authorize_pb2.BatchedResult, authorize_pb2.CheckRequest, RouteState, str]
 
 # Opened handles, so that a session's every request does not pay for AES-GCM and
 # JSON again; the cached expiry is still checked against the clock per request.
@@ -44,6 +45,8 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
         self._sessions = sessions
         self._handles = handles
         self._opened: dict[str, tuple[str, int]] = {}
+        # Where the check channel listens (0: none), told to the proxy by CheckChannel.
+        self.channel_port = 0
 
     async def check(self, request: authorize_pb2.CheckRequest) -> authorize_pb2.CheckResponse:
         now = time.time()
@@ -59,19 +62,19 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
     async def decide_batch(self, batch: authorize_pb2.CheckBatch) -> authorize_pb2.CheckResultBatch:
         """Every check of a batch, answered in one batch."""
         now = time.time()
-        out, waiting = self._decide_cached(batch, now)
+        out, waiting = self.decide_cached(batch, now)
         if waiting:
-            await self._decide_waiting(waiting, now)
+            await self.decide_waiting(waiting, now)
         return out
 
-    def _decide_cached(
+    def decide_cached(
         self, batch: authorize_pb2.CheckBatch, now: float
-    ) -> tuple[authorize_pb2.CheckResultBatch, list[_Waiting]]:
+    ) -> tuple[authorize_pb2.CheckResultBatch, list[Waiting]]:
         """Decide the checks whose session is cached (nearly all) right here, in order,
         with no task or await each; return the others, to be decided once their
         sessions have been fetched."""
         out = authorize_pb2.CheckResultBatch()
-        waiting: list[_Waiting] = []
+        waiting: list[Waiting] = []
         for check in batch.checks:
             request = check.request
             result = out.results.add(id=check.id)
@@ -84,7 +87,7 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
             self._decide(request, state, session, now, result.response)
         return out, waiting
 
-    async def _decide_waiting(self, waiting: list[_Waiting], now: float) -> None:
+    async def decide_waiting(self, waiting: list[Waiting], now: float) -> None:
         """Fetch each distinct session once, concurrently, then decide its checks."""
         ids = list({session_id for _, _, _, session_id in waiting})
         found = await asyncio.gather(
@@ -177,6 +180,11 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
     ) -> authorize_pb2.CheckResponse:
         return await self.check(request)
 
+    async def CheckChannel(
+        self, request: authorize_pb2.CheckChannelRequest, context: grpc.aio.ServicerContext
+    ) -> authorize_pb2.CheckChannelInfo:
+        return authorize_pb2.CheckChannelInfo(port=self.channel_port)
+
     async def CheckStream(
         self,
         requests: AsyncIterator[authorize_pb2.CheckBatch],
@@ -188,14 +196,14 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
         answers: asyncio.Queue[authorize_pb2.CheckResultBatch | None] = asyncio.Queue()
         fetching: set[asyncio.Task[None]] = set()
 
-        async def complete(out: authorize_pb2.CheckResultBatch, waiting: list[_Waiting]) -> None:
-            await self._decide_waiting(waiting, time.time())
+        async def complete(out: authorize_pb2.CheckResultBatch, waiting: list[Waiting]) -> None:
+            await self.decide_waiting(waiting, time.time())
             answers.put_nowait(out)
 
         async def read() -> None:
             try:
                 async for batch in requests:
-                    out, waiting = self._decide_cached(batch, time.time())
+                    out, waiting = self.decide_cached(batch, time.time())
                     if not waiting:
                         answers.put_nowait(out)
                         continue

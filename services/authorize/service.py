@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from services.authorize.authorizer import ACL, AuthorizerServicer
+from services.authorize.check_channel import serve_check_channel
 from services.authorize.decide import Decider
 from services.authorize.session_cache import SessionCache
 from services.topology import grpc_listen_address
@@ -32,6 +33,8 @@ class Authorize:
     rpc: RpcServer
     sessions: ServiceChannel
     cache: SessionCache
+    channel: asyncio.Server
+    channel_port: int
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def servicer_cache_live(self) -> bool:
@@ -39,13 +42,14 @@ class Authorize:
 
     def describe(self) -> str:
         return (
-            f"Authorizer (gRPC, mTLS) on {self.rpc.address} as "
-            f"{self.rpc.identity}, sessions from {self.sessions.url}"
+            f"Authorizer (gRPC, mTLS) on {self.rpc.address} as {self.rpc.identity}, "
+            f"check channel on port {self.channel_port}, sessions from {self.sessions.url}"
         )
 
     async def stop(self, grace: float) -> None:
         for task in self.tasks:
             task.cancel()
+        self.channel.close()
         await self.rpc.stop(grace)
         await self.sessions.close()
 
@@ -63,8 +67,15 @@ async def start(config: Config) -> Authorize:
     def register(server: grpc.aio.Server) -> None:
         authorize_pb2_grpc.add_AuthorizerServicer_to_server(servicer, server)
 
-    rpc = await start_server(grpc_listen_address(config, "authorize"), tls, ACL, register)
-    service = Authorize(rpc, sessions, cache)
+    address = grpc_listen_address(config, "authorize")
+    rpc = await start_server(address, tls, ACL, register)
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        channel = await serve_check_channel(servicer, tls, host, config.authorize_check_port)
+    except StartupError:
+        await rpc.stop(0)
+        raise
+    service = Authorize(rpc, sessions, cache, channel, servicer.channel_port)
     service.tasks.append(
         asyncio.create_task(report_reachability(sessions, "authenticate (sessions)"))
     )

@@ -1,13 +1,18 @@
-"""The proxy's side of the Check hop: one long-lived CheckStream per worker.
+"""The proxy's side of the Check hop: one long-lived stream of batches per worker.
 
 Checks queued while the stream is busy leave together as one batch message;
-results come back one message per batch and are matched by id. A gRPC message
-costs a few hundred microseconds of CPU on each side whatever it carries, so the
-cost per request is that divided by the batch size: this is what keeps the hop
-cheap (DESIGN.md, "The hot path"). To make batches grow with load instead of
-staying at the few checks of one loop turn, at most WINDOW batches are out
-unanswered at a time (Nagle's idea): under light load a check leaves at once;
-under heavy load the checks that arrive during a round trip leave together.
+results come back one message per batch and are matched by id. A message costs
+CPU on each side whatever it carries, so the cost per request is that divided by
+the batch size. To make batches grow with load instead of staying at the few
+checks of one loop turn, at most WINDOW batches are out unanswered at a time
+(Nagle's idea): under light load a check leaves at once; under heavy load the
+checks that arrive during a round trip leave together.
+
+The stream is authorize's check channel (length-prefixed messages on a plain mTLS
+stream, where it listens is asked over gRPC) when it can be reached, else the
+CheckStream RPC: a gRPC message costs several times the CPU of a framed one (make
+bench, "What one message costs on the Check hop"). An unreachable channel is tried
+again every RETRY_CHANNEL seconds.
 
 Every check has a deadline; a check that misses it, or whose stream breaks, fails
 with CheckUnavailable and the proxy answers 503: nothing is forwarded without a
@@ -19,10 +24,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 from collections import deque
+from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from shared.frames import FrameError, FrameReader, frame
+from shared.internal_ssl import client_context, peer_service
 from shared.pb import authorize_pb2, authorize_pb2_grpc
 from shared.rpc import ServiceChannel, describe_rpc_error
 
@@ -34,27 +44,96 @@ MAX_BATCH = 512
 # Batches sent and not yet answered, per stream. One would serialise round trips; two
 # let one batch fill while the other is out.
 WINDOW = 2
+CONNECT_TIMEOUT = 2.0
+RETRY_CHANNEL = 30.0
 
 
 class CheckUnavailable(Exception):
     """authorize did not decide in time (or could not be reached)."""
 
 
-class _Stream:
-    """One open CheckStream call with its reader."""
+class _NoChannel(Exception):
+    """The check channel cannot be used now; the reason is for the log."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
-        self.call = call
+
+class _Stream:
+    """One open stream to authorize, whichever the transport."""
+
+    kind = ""
+
+    def __init__(self) -> None:
         self.closed = False
         self.unanswered: deque[float] = deque()  # when each unanswered batch left
         # Ids sent on this stream and not yet answered: they fail with it.
         self.sent: set[int] = set()
 
+    async def send(self, batch: authorize_pb2.CheckBatch) -> None:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+
+class _GrpcStream(_Stream):
+    kind = "CheckStream RPC"
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        super().__init__()
+        self.call = call
+
+    async def send(self, batch: authorize_pb2.CheckBatch) -> None:
+        await self.call.write(batch)
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+class _ChannelStream(_Stream, asyncio.Protocol):
+    kind = "check channel"
+
+    def __init__(self, client: CheckClient) -> None:
+        super().__init__()
+        self._client = client
+        self._reader = FrameReader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            results = [
+                authorize_pb2.CheckResultBatch.FromString(m) for m in self._reader.feed(data)
+            ]
+        except (FrameError, DecodeError) as e:
+            self.cancel()
+            self._client._lost(self, f"authorize sent a bad frame: {e}")
+            return
+        for result in results:
+            self._client._answered(self, result)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        why = f"the check channel closed: {exc}" if exc else "authorize closed the check channel"
+        self._client._lost(self, why)
+
+    async def send(self, batch: authorize_pb2.CheckBatch) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the check channel is closed")
+        self.transport.write(frame(batch.SerializeToString()))
+
+    def cancel(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class CheckClient:
-    def __init__(self, channel: ServiceChannel, *, deadline: float = DEADLINE) -> None:
+    def __init__(
+        self, channel: ServiceChannel, *, deadline: float = DEADLINE, use_channel: bool = True
+    ) -> None:
         self._channel = channel
         self._deadline = deadline
+        self._use_channel = use_channel
+        self._channel_retry_at = 0.0
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[authorize_pb2.CheckResponse], float]] = {}
         self._outbox: list[authorize_pb2.BatchedCheck] = []
@@ -62,6 +141,11 @@ class CheckClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._stream: _Stream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def transport(self) -> str:
+        """What the current stream runs on ("" before the first check)."""
+        return self._stream.kind if self._stream is not None and not self._stream.closed else ""
 
     def start(self) -> None:
         # Looked up once: asyncio.get_running_loop() is a getpid() system call each time.
@@ -76,7 +160,7 @@ class CheckClient:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._stream is not None:
-            self._stream.call.cancel()
+            self._stream.cancel()
         self._fail_all("proxy shutting down")
 
     async def check(self, request: authorize_pb2.CheckRequest) -> authorize_pb2.CheckResponse:
@@ -93,13 +177,57 @@ class CheckClient:
         self._wake.set()
         return await future
 
-    # -- the stream ---------------------------------------------------------------
+    # -- opening a stream ---------------------------------------------------------
 
-    def _open(self) -> _Stream:
+    async def _open(self) -> _Stream:
+        loop = asyncio.get_running_loop()
+        if self._use_channel and loop.time() >= self._channel_retry_at:
+            try:
+                return await self._open_channel()
+            except _NoChannel as e:
+                self._channel_retry_at = loop.time() + RETRY_CHANNEL
+                log.warning(
+                    "check channel to authorize not used (%s); checking over the CheckStream "
+                    "RPC, trying the channel again in %.0fs",
+                    e,
+                    RETRY_CHANNEL,
+                )
         stub = authorize_pb2_grpc.AuthorizerStub(self._channel.get())
-        stream = _Stream(stub.CheckStream())
+        stream = _GrpcStream(stub.CheckStream())
         self._tasks.append(asyncio.create_task(self._read_loop(stream)))
         return stream
+
+    async def _open_channel(self) -> _ChannelStream:
+        stub = authorize_pb2_grpc.AuthorizerStub(self._channel.get())
+        try:
+            info = await stub.CheckChannel(
+                authorize_pb2.CheckChannelRequest(), timeout=CONNECT_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as e:
+            raise _NoChannel(describe_rpc_error(e, self._channel.url)) from None
+        if not info.port:
+            raise _NoChannel("authorize has no check channel")
+        host = urlsplit(self._channel.url).hostname or ""
+        tls = self._channel.tls
+        try:
+            context = client_context(tls)
+            transport, stream = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    lambda: _ChannelStream(self), host, info.port, ssl=context, server_hostname=host
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            raise _NoChannel(f"{host}:{info.port}: {e}") from None
+        who = peer_service(transport.get_extra_info("ssl_object"), tls.trust_domain)
+        if who != "authorize":
+            stream.closed = True  # not a stream to report as lost
+            transport.abort()
+            raise _NoChannel(f"{host}:{info.port} presented identity {who!r}, not 'authorize'")
+        log.info("checking over authorize's check channel at %s:%d", host, info.port)
+        return stream
+
+    # -- the stream ---------------------------------------------------------------
 
     async def _write_loop(self) -> None:
         while True:
@@ -108,10 +236,10 @@ class CheckClient:
             if not self._outbox:
                 continue
             if self._stream is None or self._stream.closed:
-                self._stream = self._open()
+                self._stream = await self._open()
             stream = self._stream
             if len(stream.unanswered) >= WINDOW:
-                continue  # the reader wakes us when an answer makes room
+                continue  # an answer wakes us when it makes room
             checks, self._outbox = self._outbox[:MAX_BATCH], self._outbox[MAX_BATCH:]
             if self._outbox:
                 self._wake.set()
@@ -121,27 +249,27 @@ class CheckClient:
         stream.sent.update(check.id for check in batch.checks)
         stream.unanswered.append((self._loop or asyncio.get_running_loop()).time())
         try:
-            await stream.call.write(batch)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as e:
-            why = (
-                describe_rpc_error(e, self._channel.url)
-                if isinstance(e, grpc.aio.AioRpcError)
-                else str(e)
-            )
-            self._lost(stream, why)
+            await stream.send(batch)
+        except grpc.aio.AioRpcError as e:
+            self._lost(stream, describe_rpc_error(e, self._channel.url))
+        except (grpc.aio.UsageError, asyncio.InvalidStateError, ConnectionError) as e:
+            self._lost(stream, str(e))
 
-    async def _read_loop(self, stream: _Stream) -> None:
+    def _answered(self, stream: _Stream, result: authorize_pb2.CheckResultBatch) -> None:
+        if stream.unanswered:
+            stream.unanswered.popleft()
+        if self._outbox:
+            self._wake.set()
+        for item in result.results:
+            stream.sent.discard(item.id)
+            entry = self._pending.pop(item.id, None)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(item.response)
+
+    async def _read_loop(self, stream: _GrpcStream) -> None:
         try:
             async for result in stream.call:
-                if stream.unanswered:
-                    stream.unanswered.popleft()
-                if self._outbox:
-                    self._wake.set()
-                for item in result.results:
-                    stream.sent.discard(item.id)
-                    entry = self._pending.pop(item.id, None)
-                    if entry is not None and not entry[0].done():
-                        entry[0].set_result(item.response)
+                self._answered(stream, result)
             self._lost(stream, "authorize closed the check stream")
         except grpc.aio.AioRpcError as e:
             self._lost(stream, describe_rpc_error(e, self._channel.url))
@@ -150,7 +278,7 @@ class CheckClient:
         if stream.closed:
             return
         stream.closed = True
-        log.warning("check stream to authorize lost: %s", why)
+        log.warning("%s to authorize lost: %s", stream.kind, why)
         # Checks already sent on this stream will never be answered on it; those
         # still queued go out on the next stream.
         for check_id in stream.sent:
@@ -177,7 +305,7 @@ class CheckClient:
             if stream and stale and not stream.closed:
                 # A stream that stopped answering would hold the window shut forever:
                 # give it up and start another.
-                stream.call.cancel()
+                stream.cancel()
                 self._lost(stream, f"no answer to a batch within {self._deadline:.0f}s")
 
     def _fail(self, check_id: int, why: str) -> None:

@@ -155,6 +155,9 @@ class Config:
     # Vallum's own: proxy processes sharing `address` (and `http_redirect_addr`) with
     # SO_REUSEPORT, each a child of the supervisor with its own Check stream and pool.
     proxy_workers: int = 1
+    # The check channel's port on authorize's host; 0: any free port, which the proxy
+    # learns over gRPC (Vallum's own key).
+    authorize_check_port: int = 0
     # Vallum's own, DEVELOPMENT ONLY: the all-in-one supervisor also runs the demo
     # identity provider (at idp_provider_url) and the demo app (at routes[0].to).
     demo: bool = False

@@ -68,6 +68,10 @@ def _parse_proxy_workers(value: Any) -> int:
     return parse_int(value, 1, MAX_PROXY_WORKERS)
 
 
+def _parse_port(value: Any) -> int:
+    return parse_int(value, 0, 65535)
+
+
 def _pair_part(kind: PemKind) -> Parser:
     def parse(value: Any, ctx: Ctx) -> Source:
         return parse_cert_or_path(value, kind, ctx.base_dir, ctx.home)
@@ -108,6 +112,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("http_redirect_addr", plain(parse_address)),
     Key("insecure_server", plain(parse_bool)),
     Key("proxy_workers", plain(_parse_proxy_workers)),
+    Key("authorize_check_port", plain(_parse_port)),
     Key("demo", plain(parse_bool)),
     Key("authenticate_service_url", plain(parse_service_url)),
     Key("authenticate_internal_service_url", plain(parse_service_url)),

@@ -4,9 +4,12 @@ isort:skip_file
 The Authorizer contract: the proxy asks, authorize decides.
 
 Only the proxy may call these methods (checked by service identity on the
-server). Check is the simple unary form (tools, diagnostics); CheckStream is
-the hot path: one long-lived stream per proxy worker, whose messages carry
-batches of checks matched by id, so a request does not pay a unary call's cost.
+server). Check is the simple unary form (tools, diagnostics). CheckStream
+carries batches of checks matched by id on one long-lived stream per proxy
+worker. The hot path is the check channel: the same CheckBatch and
+CheckResultBatch messages, length-prefixed on a plain mTLS stream (a gRPC
+message costs several times more CPU than the check it carries); CheckChannel
+says where it listens, and the proxy falls back to CheckStream without it.
 """
 
 from collections import abc as _abc
@@ -55,6 +58,41 @@ UNAVAILABLE: Outcome.ValueType  # 6
 proxy answers 503 and forwards nothing: failing closed.
 """
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+@_typing.final
+class CheckChannelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckChannelRequest: _TypeAlias = CheckChannelRequest  # noqa: Y015
+
+@_typing.final
+class CheckChannelInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_FIELD_NUMBER: _builtins.int
+    port: _builtins.int
+    """On the host of authorize's gRPC address; 0 when there is no check channel."""
+    def __init__(
+        self,
+        *,
+        port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckChannelInfo: _TypeAlias = CheckChannelInfo  # noqa: Y015
 
 @_typing.final
 class Header(_message.Message):

@@ -44,6 +44,11 @@ class AuthorizerStub:
                 request_serializer=shared_dot_pb_dot_authorize__pb2.CheckBatch.SerializeToString,
                 response_deserializer=shared_dot_pb_dot_authorize__pb2.CheckResultBatch.FromString,
                 _registered_method=True)
+        self.CheckChannel = channel.unary_unary(
+                '/vallum.authorize.v1.Authorizer/CheckChannel',
+                request_serializer=shared_dot_pb_dot_authorize__pb2.CheckChannelRequest.SerializeToString,
+                response_deserializer=shared_dot_pb_dot_authorize__pb2.CheckChannelInfo.FromString,
+                _registered_method=True)
 
 
 class AuthorizerServicer:
@@ -61,6 +66,12 @@ class AuthorizerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthorizerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_AuthorizerServicer_to_server(servicer, server):
                     servicer.CheckStream,
                     request_deserializer=shared_dot_pb_dot_authorize__pb2.CheckBatch.FromString,
                     response_serializer=shared_dot_pb_dot_authorize__pb2.CheckResultBatch.SerializeToString,
+            ),
+            'CheckChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckChannel,
+                    request_deserializer=shared_dot_pb_dot_authorize__pb2.CheckChannelRequest.FromString,
+                    response_serializer=shared_dot_pb_dot_authorize__pb2.CheckChannelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class Authorizer:
             '/vallum.authorize.v1.Authorizer/CheckStream',
             shared_dot_pb_dot_authorize__pb2.CheckBatch.SerializeToString,
             shared_dot_pb_dot_authorize__pb2.CheckResultBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vallum.authorize.v1.Authorizer/CheckChannel',
+            shared_dot_pb_dot_authorize__pb2.CheckChannelRequest.SerializeToString,
+            shared_dot_pb_dot_authorize__pb2.CheckChannelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,9 +4,12 @@ isort:skip_file
 The Authorizer contract: the proxy asks, authorize decides.
 
 Only the proxy may call these methods (checked by service identity on the
-server). Check is the simple unary form (tools, diagnostics); CheckStream is
-the hot path: one long-lived stream per proxy worker, whose messages carry
-batches of checks matched by id, so a request does not pay a unary call's cost.
+server). Check is the simple unary form (tools, diagnostics). CheckStream
+carries batches of checks matched by id on one long-lived stream per proxy
+worker. The hot path is the check channel: the same CheckBatch and
+CheckResultBatch messages, length-prefixed on a plain mTLS stream (a gRPC
+message costs several times more CPU than the check it carries); CheckChannel
+says where it listens, and the proxy falls back to CheckStream without it.
 """
 
 from collections import abc as _abc
@@ -39,12 +42,14 @@ class AuthorizerStub:
     def __new__(cls, channel: _aio.Channel) -> AuthorizerAsyncStub: ...
     Check: _grpc.UnaryUnaryMultiCallable[_authorize_pb2.CheckRequest, _authorize_pb2.CheckResponse]
     CheckStream: _grpc.StreamStreamMultiCallable[_authorize_pb2.CheckBatch, _authorize_pb2.CheckResultBatch]
+    CheckChannel: _grpc.UnaryUnaryMultiCallable[_authorize_pb2.CheckChannelRequest, _authorize_pb2.CheckChannelInfo]
 
 @_typing.type_check_only
 class AuthorizerAsyncStub(AuthorizerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Check: _aio.UnaryUnaryMultiCallable[_authorize_pb2.CheckRequest, _authorize_pb2.CheckResponse]  # type: ignore[assignment]
     CheckStream: _aio.StreamStreamMultiCallable[_authorize_pb2.CheckBatch, _authorize_pb2.CheckResultBatch]  # type: ignore[assignment]
+    CheckChannel: _aio.UnaryUnaryMultiCallable[_authorize_pb2.CheckChannelRequest, _authorize_pb2.CheckChannelInfo]  # type: ignore[assignment]
 
 class AuthorizerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -60,5 +65,12 @@ class AuthorizerServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_authorize_pb2.CheckBatch],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_authorize_pb2.CheckResultBatch], _abc.AsyncIterator[_authorize_pb2.CheckResultBatch]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckChannel(
+        self,
+        request: _authorize_pb2.CheckChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authorize_pb2.CheckChannelInfo, _abc.Awaitable[_authorize_pb2.CheckChannelInfo]]: ...
 
 def add_AuthorizerServicer_to_server(servicer: AuthorizerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,8 +1,9 @@
-"""The Check round trip and session lookups over mTLS gRPC, against a running
-all-in-one (separate processes), from this process.
+"""The Check round trip and session lookups over mTLS, against a running all-in-one
+(separate processes), from this process.
 
 The client is the proxy's own: a CheckClient over a ServiceChannel with the proxy's
-internal certificate (authorize admits no other identity to Check). Requests are
+internal certificate (authorize admits no other identity to Check), once over the
+check channel (the hot path) and once over the CheckStream RPC it falls back to. Requests are
 built the way the proxy's handler builds them: one for the public route, one for
 the signed-in route carrying alice's session handle from the real sign-in flow, so
 the second is a session cache hit in authorize once warm. A cache miss costs
@@ -133,20 +134,21 @@ async def measure(v: AllInOne, handle: str) -> list[Timing]:
     assert authorize.shared_secret is not None  # bootstrap writes one
     session_id = HandleCodec(authorize.shared_secret).open(handle, time.time())
 
-    # As services/proxy/service.py builds its Check client.
+    # As services/proxy/service.py builds its Check client: over the check channel, and
+    # again over the CheckStream RPC it falls back to.
     check_channel = ServiceChannel(proxy.authorize_service_url[0], internal_tls(proxy))
-    client = CheckClient(check_channel)
-    client.start()
     # As services/authorize/session_cache.py reads sessions.
     sessions_channel = ServiceChannel(authorize.databroker_service_url[0], internal_tls(authorize))
     sessions = session_pb2_grpc.SessionServiceStub(sessions_channel.get())
     try:
         requests = {
-            "public": check_request(v, "/public/", ""),
-            "signed-in": check_request(v, "/", handle),
+            "public route": check_request(v, "/public/", ""),
+            "signed-in route (session cache hit)": check_request(v, "/", handle),
         }
 
-        def checker(request: authorize_pb2.CheckRequest) -> Callable[[], Awaitable[None]]:
+        def checker(
+            client: CheckClient, request: authorize_pb2.CheckRequest
+        ) -> Callable[[], Awaitable[None]]:
             async def call() -> None:
                 response = await client.check(request)
                 if response.outcome != authorize_pb2.ALLOW:
@@ -167,26 +169,31 @@ async def measure(v: AllInOne, handle: str) -> list[Timing]:
 
         results: list[Timing] = []
         authorize_pid = v.pids["authorize"]
-        for kind, request in requests.items():
-            call = checker(request)
-            # Warm up: the stream, the compiled route, the cached session and identity.
-            await asyncio.gather(*(call() for _ in range(WARMUP)))
-            label = (
-                "Check, public route"
-                if kind == "public"
-                else "Check, signed-in route (session cache hit)"
-            )
-            for in_flight, calls in ((1, SEQUENTIAL), (IN_FLIGHT, CONCURRENT)):
-                results.append(
-                    await timed(
-                        label,
-                        call,
-                        calls=calls,
-                        in_flight=in_flight,
-                        server="authorize",
-                        server_pid=authorize_pid,
-                    )
-                )
+        for use_channel, transport in ((True, "check channel"), (False, "CheckStream RPC")):
+            client = CheckClient(check_channel, use_channel=use_channel)
+            client.start()
+            try:
+                for kind, request in requests.items():
+                    call = checker(client, request)
+                    # Warm up: the stream, the compiled route, the cached session.
+                    await asyncio.gather(*(call() for _ in range(WARMUP)))
+                    if client.transport != transport:
+                        raise RuntimeError(
+                            f"checks went over {client.transport!r}, not {transport}"
+                        )
+                    for in_flight, calls in ((1, SEQUENTIAL), (IN_FLIGHT, CONCURRENT)):
+                        results.append(
+                            await timed(
+                                f"Check over the {transport}, {kind}",
+                                call,
+                                calls=calls,
+                                in_flight=in_flight,
+                                server="authorize",
+                                server_pid=authorize_pid,
+                            )
+                        )
+            finally:
+                await client.close()
         for _ in range(WARMUP):
             await get()
         results.append(
@@ -201,7 +208,6 @@ async def measure(v: AllInOne, handle: str) -> list[Timing]:
         )
         return results
     finally:
-        await client.close()
         await check_channel.close()
         await sessions_channel.close()
 
@@ -224,7 +230,11 @@ def report_table(results: list[Timing]) -> str:
             f"| {r.label} | {r.in_flight} | {r.calls:,} | {r.p50_us:,.0f} | {r.p99_us:,.0f} "
             f"| {r.per_s:,.0f} | {r.server} {r.server_cpu_us:,.0f} | {r.client_cpu_us:,.0f} |"
         )
-    hit = next(r for r in results if "cache hit" in r.label and r.in_flight == 1)
+    hit = next(
+        r
+        for r in results
+        if "check channel" in r.label and "cache hit" in r.label and r.in_flight == 1
+    )
     get = next(r for r in results if r.label.startswith("SessionService.Get"))
     lines += [
         "",

@@ -39,6 +39,11 @@ class Gate(authorize_pb2_grpc.AuthorizerServicer):
     ) -> authorize_pb2.CheckResponse:
         raise NotImplementedError("the proxy checks over CheckStream")
 
+    async def CheckChannel(
+        self, request: authorize_pb2.CheckChannelRequest, context: grpc.aio.ServicerContext
+    ) -> authorize_pb2.CheckChannelInfo:
+        return authorize_pb2.CheckChannelInfo(port=0)  # no channel: CheckStream it is
+
     async def CheckStream(
         self,
         requests: AsyncIterator[authorize_pb2.CheckBatch],
@@ -126,6 +131,7 @@ async def test_checks_wait_for_room_in_the_window_and_then_leave_together(
         gate.open.set()
         answers = await asyncio.wait_for(asyncio.gather(*first, *waiting), timeout=10)
         assert all(a.outcome == authorize_pb2.ALLOW for a in answers)
+        assert client.transport == "CheckStream RPC"
         # ...and left as one batch when an answer made room.
         assert [len(b) for b in gate.batches] == [1] * WINDOW + [10]
     finally:
@@ -144,8 +150,14 @@ async def test_a_stream_that_stops_answering_fails_closed_and_is_replaced(
             with pytest.raises(CheckUnavailable):
                 await asyncio.wait_for(task, timeout=10)
         assert gate.streams == 1
-        # authorize answers again: the next check goes out on a new stream (the old
-        # one's window would stay full forever) and is allowed.
+        # The stream that left a batch unanswered past the deadline is given up...
+        for _ in range(100):
+            if client.transport == "":
+                break
+            await asyncio.sleep(0.05)
+        assert client.transport == ""
+        # ...so when authorize answers again, the next check goes out on a new stream
+        # and is allowed.
         gate.open.set()
         answer = await asyncio.wait_for(client.check(request(99)), timeout=10)
         assert answer.outcome == authorize_pb2.ALLOW
