@@ -57,7 +57,7 @@ class Exchange:
         self._loop = conn.loop
         self._up: UpstreamConnection | None = None
         self._done: asyncio.Future[Failure | None] | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer = False  # the route timeout is running (pool.deadlines)
         self._got_head = False  # this attempt's upstream sent its status line
         self._head_sent = False  # downstream has our status line
         self._chunk_down = False  # we chunk-encode the response body
@@ -115,17 +115,20 @@ class Exchange:
             return await done
         finally:
             self._conn.flow = None
-            for timer in (self._head_timer, self._idle):
-                if timer is not None:
-                    timer.cancel()
-            self._head_timer = self._idle = None
+            if self._head_timer:
+                self._pool.deadlines.clear(self)
+                self._head_timer = False
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
 
     def _arm_head_timer(self) -> None:
         # As Envoy's route timeout: the clock starts once the whole request is sent (an
         # upload may take longer than `timeout`), unless the upstream answers first.
         done = self._done
-        if self._head_timer is None and not self._got_head and done and not done.done():
-            self._head_timer = self._loop.call_later(self._plan.timeout, self._head_late)
+        if not self._head_timer and not self._got_head and done and not done.done():
+            self._head_timer = True
+            self._pool.deadlines.set(self, self._plan.timeout, self._head_late)
 
     def _head_late(self) -> None:
         up = self._up
@@ -187,9 +190,9 @@ class Exchange:
         chunked: bool,
     ) -> None:
         self._got_head = True
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._head_timer:
+            self._pool.deadlines.clear(self)
+            self._head_timer = False
         self._touch()
         self._upstream_keep_alive = keep_alive
         upgrade = status == 101 and self._plan.websocket

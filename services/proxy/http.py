@@ -163,7 +163,9 @@ class HttpConnection(asyncio.Protocol):
         self._raw_buffer = bytearray()
         self.flow: Flow | None = None  # the exchange streaming a response, if any
         self._reading = True
-        self._idle: asyncio.TimerHandle | None = None
+        # When the connection last fell idle (None while it serves): reap_idle closes
+        # it after KEEP_ALIVE_SECONDS. A timer per request would cost more than this.
+        self.idle_since: float | None = None
         self.closing = False
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -197,8 +199,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self.closing = True
-        if self._idle is not None:
-            self._idle.cancel()
+        self.idle_since = None
         if self._raw is not None:
             self._raw.on_downstream_lost()
         if self._serving is not None and not self._serving.done():
@@ -219,9 +220,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers = []
         self._keys = []
         self._header_bytes = 0
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self.idle_since = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -288,12 +287,11 @@ class HttpConnection(asyncio.Protocol):
         self._arm_idle()
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self.loop.call_later(KEEP_ALIVE_SECONDS, self._idle_close)
+        self.idle_since = self.loop.time()
 
-    def _idle_close(self) -> None:
-        if not self._queue and self._raw is None:
+    def close_if_idle_since(self, cutoff: float) -> None:
+        idle = self.idle_since is not None and self.idle_since <= cutoff
+        if idle and not self._queue and self._raw is None:
             self.close()
 
     def _bad_request(self, why: str) -> None:
@@ -330,8 +328,7 @@ class HttpConnection(asyncio.Protocol):
     def switch_to_raw(self, sink: RawSink) -> None:
         """After 101: every further byte from the client goes to `sink` as is."""
         self._raw = sink
-        if self._idle is not None:
-            self._idle.cancel()
+        self.idle_since = None
         pending, self._raw_buffer = bytes(self._raw_buffer), bytearray()
         if pending:
             sink.on_downstream_raw(pending)
@@ -400,3 +397,13 @@ _PHRASES = {
 
 def reason_phrase(status: int) -> bytes:
     return _PHRASES.get(status, b"Status")
+
+
+async def reap_idle(connections: set[HttpConnection], every: float = 5.0) -> None:
+    """Close keep-alive connections idle for KEEP_ALIVE_SECONDS (give or take `every`)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        cutoff = loop.time() - KEEP_ALIVE_SECONDS
+        for conn in list(connections):
+            conn.close_if_idle_since(cutoff)

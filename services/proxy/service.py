@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from services.proxy.check_client import CheckClient
 from services.proxy.handler import Handler
-from services.proxy.http import HttpConnection
+from services.proxy.http import HttpConnection, reap_idle
 from services.proxy.pages import Pages
 from services.proxy.redirect import RedirectToHTTPS
 from services.proxy.routes import ProxyRoutes
@@ -174,6 +174,7 @@ async def start(config: Config) -> Proxy:
         proxy.redirect_bound = "{}:{}".format(*redirect_sock.getsockname()[:2])
     check.start()
     pool.start()
+    proxy.tasks.append(asyncio.create_task(reap_idle(proxy.connections)))
     if certificates is not None:
         proxy.tasks.append(asyncio.create_task(certificates.watch()))
     proxy.tasks.append(asyncio.create_task(report_reachability(channel, "authorize")))

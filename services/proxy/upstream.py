@@ -17,6 +17,47 @@ import httptools
 
 IDLE_SECONDS = 60.0
 MAX_IDLE_PER_KEY = 64
+# How often exchange timeouts are looked at: a timeout fires up to this much late.
+TICK = 0.1
+
+
+class Deadlines:
+    """Timeouts of many exchanges, looked at together every TICK seconds.
+
+    An event-loop timer per request costs about as much as the rest of a small
+    request's bookkeeping; a dict entry costs next to nothing, and a route timeout
+    does not need better than a tenth of a second.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[object, tuple[float, Callable[[], None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def set(self, key: object, delay: float, expired: Callable[[], None]) -> None:
+        """Call `expired` about `delay` seconds from now, unless cleared first."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._due[key] = (self._loop.time() + delay, expired)
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+
+    def clear(self, key: object) -> None:
+        self._due.pop(key, None)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(TICK)
+            now = self._loop.time()
+            for key in [k for k, (when, _) in self._due.items() if when <= now]:
+                entry = self._due.pop(key, None)
+                if entry is not None:
+                    entry[1]()
 
 
 class UpstreamEvents(Protocol):
@@ -223,6 +264,7 @@ class Pool:
         self._idle: dict[tuple[str, int, int, str | None], list[UpstreamConnection]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.deadlines = Deadlines()
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -231,6 +273,7 @@ class Pool:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        self.deadlines.close()
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
