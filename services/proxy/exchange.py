@@ -76,7 +76,9 @@ class Exchange:
         failure: Failure | None = None
         for target in self._plan.targets:
             try:
-                up = await self._pool.acquire(target, min(CONNECT_TIMEOUT, self._plan.timeout))
+                up = self._pool.idle_connection(target) or await self._pool.acquire(
+                    target, min(CONNECT_TIMEOUT, self._plan.timeout)
+                )
             except (OSError, TimeoutError, ssl.SSLError) as e:
                 failure = Failure(502, e, target, False)
                 log.info("upstream %s:%d: %s", target.host, target.port, e)

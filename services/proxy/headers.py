@@ -23,6 +23,7 @@ Rules, and why:
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -85,6 +86,13 @@ def _encode(pairs: Sequence[tuple[str, str]]) -> tuple[Headers, set[bytes]]:
         out.append((key, value.encode()))
         names.add(key)
     return out, names
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_fixed(pairs: tuple[tuple[str, str], ...]) -> tuple[Headers, frozenset[bytes]]:
+    """_encode of a route's own headers (set_response_headers), once per route."""
+    out, names = _encode(pairs)
+    return out, frozenset(names)
 
 
 def header_value(
@@ -253,7 +261,9 @@ def downstream_response_headers(
     """
     if keys is None:
         keys = [name.lower() for name, _ in upstream_headers]
-    added, replaced = _encode(set_headers)
+    added, replaced = (
+        _encode_fixed(set_headers) if isinstance(set_headers, tuple) else _encode(set_headers)
+    )
     drop = HOP_BY_HOP | replaced | _nominated(keys, upstream_headers)
     if b"transfer-encoding" in keys:
         drop |= {b"content-length"}

@@ -279,13 +279,20 @@ class Pool:
                 conn.close()
         self._idle.clear()
 
-    async def acquire(self, target: Target, connect_timeout: float) -> UpstreamConnection:
+    def idle_connection(self, target: Target) -> UpstreamConnection | None:
+        """A pooled connection to `target`, newest first, if one is usable."""
         idle = self._idle.get(target.key)
         while idle:
             conn = idle.pop()
             if conn.usable:
                 conn.reused = True
                 return conn
+        return None
+
+    async def acquire(self, target: Target, connect_timeout: float) -> UpstreamConnection:
+        pooled = self.idle_connection(target)
+        if pooled is not None:
+            return pooled
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(
