@@ -21,6 +21,7 @@ decision.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import itertools
 import logging
@@ -56,7 +57,7 @@ class _NoChannel(Exception):
     """The check channel cannot be used now; the reason is for the log."""
 
 
-class _Stream:
+class _Stream(abc.ABC):
     """One open stream to authorize, whichever the transport."""
 
     kind = ""
@@ -67,11 +68,13 @@ class _Stream:
         # Ids sent on this stream and not yet answered: they fail with it.
         self.sent: set[int] = set()
 
+    @abc.abstractmethod
     async def send(self, batch: authorize_pb2.CheckBatch) -> None:
-        raise NotImplementedError
+        """Put `batch` on the stream (answers arrive through CheckClient._answered)."""
 
+    @abc.abstractmethod
     def cancel(self) -> None:
-        raise NotImplementedError
+        """Drop the stream at once."""
 
 
 class _GrpcStream(_Stream):

@@ -8,12 +8,15 @@ user sees. Idle connections are reused newest-first and closed after a minute.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 import httptools
+
+log = logging.getLogger("vallum.proxy.upstream")
 
 IDLE_SECONDS = 60.0
 MAX_IDLE_PER_KEY = 64
@@ -56,8 +59,13 @@ class Deadlines:
             now = self._loop.time()
             for key in [k for k, (when, _) in self._due.items() if when <= now]:
                 entry = self._due.pop(key, None)
-                if entry is not None:
+                if entry is None:
+                    continue
+                try:
                     entry[1]()
+                except Exception:
+                    # One failed callback must not stop every other timeout for good.
+                    log.exception("an exchange timeout failed")
 
 
 class UpstreamEvents(Protocol):
