@@ -20,7 +20,7 @@ from cryptography import x509
 
 from shared.material import KeyPair, MaterialError
 from shared.pki import spiffe_ids
-from shared.rpc import InternalTLS, service_of
+from shared.rpc import InternalTLS, first_service
 
 log = logging.getLogger("vallum.rpc")
 
@@ -77,8 +77,4 @@ def peer_service(ssl_object: ssl.SSLObject | None, trust_domain: str) -> str | N
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    for uri in spiffe_ids(x509.load_der_x509_certificate(der)):
-        name = service_of(uri, trust_domain)
-        if name is not None:
-            return name
-    return None
+    return first_service(spiffe_ids(x509.load_der_x509_certificate(der)), trust_domain)

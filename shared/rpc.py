@@ -14,7 +14,7 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +56,15 @@ def service_of(uri: str, trust_domain: str) -> str | None:
     return None
 
 
+def first_service(uris: Iterable[str], trust_domain: str) -> str | None:
+    """The first service identity among a certificate's URI SANs, in `trust_domain`."""
+    for uri in uris:
+        name = service_of(uri, trust_domain)
+        if name is not None:
+            return name
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class InternalTLS:
     """Where this service's internal mTLS material comes from."""
@@ -83,10 +92,9 @@ class InternalTLS:
         return ca_pem, pair
 
     def identity(self, pair: KeyPair) -> str:
-        for uri in spiffe_ids(pair.leaf):
-            name = service_of(uri, self.trust_domain)
-            if name is not None:
-                return name
+        name = first_service(spiffe_ids(pair.leaf), self.trust_domain)
+        if name is not None:
+            return name
         raise MaterialError(
             f"internal_certificate: {self.cert.path or 'inline certificate'} has no URI SAN "
             f"spiffe://{self.trust_domain}/<service>; issue it with `vallum ca issue --service`"
@@ -110,11 +118,8 @@ Acl = Mapping[str, frozenset[str]]
 
 
 def peer_service(context: grpc.aio.ServicerContext, trust_domain: str) -> str | None:
-    for uri in context.auth_context().get("peer_uri", ()):
-        name = service_of(uri.decode(), trust_domain)
-        if name is not None:
-            return name
-    return None
+    uris = (uri.decode() for uri in context.auth_context().get("peer_uri", ()))
+    return first_service(uris, trust_domain)
 
 
 class IdentityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -219,7 +219,7 @@ class Handler:
         check.source_ip = client_address(
             info.peer_ip,
             # Every X-Forwarded-For line, as the upstream will see them joined.
-            header_value(headers, b"x-forwarded-for", keys) if b"x-forwarded-for" in keys else None,
+            header_value(headers, b"x-forwarded-for", keys),
             self.routes.trusted_hops,
         )
         if info.server_name:

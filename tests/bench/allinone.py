@@ -17,8 +17,8 @@ from pathlib import Path
 
 from services.bootstrap import SERVICES, prepare
 from shared.config import Config, load_config
-from tests.bench.load import children, sign_in, vallum_config
-from tests.support.procs import Proc, vallum
+from tests.bench.load import sign_in, vallum_config
+from tests.support.procs import Proc, children, vallum
 from tests.support.stack import upstream
 
 READY_TIMEOUT = 60.0

@@ -41,7 +41,7 @@ from shared.pki import issue_server, load_ca, write_issued
 from tests.bench import paced
 from tests.support.browser import Browser
 from tests.support.net import free_port, wait_for_port
-from tests.support.procs import Proc, vallum
+from tests.support.procs import Proc, children, vallum
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SECONDS, ROUNDS, CONNECTIONS = 4, 3, 32
@@ -168,22 +168,6 @@ def cpu_seconds(pid: int) -> float:
 def peak_rss_mib(pid: int) -> float:
     m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(m.group(1)) / 1024 if m else float("nan")
-
-
-def children(pid: int) -> dict[int, list[bytes]]:
-    """pid -> argv of each direct child of `pid`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            found[int(entry.name)] = argv
-    return found
 
 
 def service_pids(proc: Proc) -> dict[str, int]:
