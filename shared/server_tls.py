@@ -62,25 +62,29 @@ class CertificateSet:
             raise MaterialError("no server certificate configured")
         self._sources = list(sources)
         self._watch = FileWatch([p for s in sources for p in (s.cert.path, s.key.path)])
-        self._by_name: dict[str, ssl.SSLContext] = {}
-        self._default: ssl.SSLContext
+        self._by_name: dict[str, tuple[ssl.SSLContext, KeyPair]] = {}
+        self._default: tuple[ssl.SSLContext, KeyPair]
+        # Counts reloads, so that contexts built elsewhere from these pairs (the
+        # client-certificate hosts' OpenSSL contexts) know when to rebuild.
+        self.generation = 0
         self._load()
         self.listener = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.listener.sni_callback = self._select
 
     def _load(self) -> None:
-        by_name: dict[str, ssl.SSLContext] = {}
-        default: ssl.SSLContext | None = None
+        by_name: dict[str, tuple[ssl.SSLContext, KeyPair]] = {}
+        default: tuple[ssl.SSLContext, KeyPair] | None = None
         for source in self._sources:
             pair = load_key_pair(
                 source.cert, source.key, cert_key=source.cert_key, key_key=source.key_key
             )
-            ctx = context_for(pair)
-            default = default or ctx
+            entry = (context_for(pair), pair)
+            default = default or entry
             for name in dns_names(pair.leaf):
-                by_name.setdefault(name, ctx)
+                by_name.setdefault(name, entry)
         assert default is not None
         self._by_name, self._default = by_name, default
+        self.generation += 1
 
     def _select(self, sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         sock.context = self.context_for_name(server_name)
@@ -88,13 +92,20 @@ class CertificateSet:
         sock.vallum_sni = server_name  # type: ignore[attr-defined]
 
     def context_for_name(self, server_name: str | None) -> ssl.SSLContext:
+        return self._entry(server_name)[0]
+
+    def pair_for_name(self, server_name: str | None) -> KeyPair:
+        """The certificate and key this set presents for `server_name`."""
+        return self._entry(server_name)[1]
+
+    def _entry(self, server_name: str | None) -> tuple[ssl.SSLContext, KeyPair]:
         if server_name:
             name = server_name.lower()
-            ctx = self._by_name.get(name)
-            if ctx is None and "." in name:
-                ctx = self._by_name.get("*." + name.split(".", 1)[1])
-            if ctx is not None:
-                return ctx
+            entry = self._by_name.get(name)
+            if entry is None and "." in name:
+                entry = self._by_name.get("*." + name.split(".", 1)[1])
+            if entry is not None:
+                return entry
         return self._default
 
     def reload_if_changed(self) -> bool:

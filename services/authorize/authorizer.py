@@ -144,7 +144,10 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
         if state is None:
             into.CopyFrom(not_found(request))
             return self._answer(request, into, None)
-        cert = client_cert_view(request.client_certificate, request.client_certificate.requested)
+        cert = client_cert_view(
+            request.client_certificate,
+            request.client_certificate.requested or state.needs_client_certificate,
+        )
         self._decider.evaluate(state, request, session, cert, now, into)
         return self._answer(request, into, session)
 

@@ -13,6 +13,7 @@ from shared.pki import (
     PKIError,
     fingerprint_sha256,
     load_certificates,
+    serial_hex,
     spki_sha256_b64,
     subject_alt_names,
 )
@@ -38,6 +39,7 @@ def _parse(leaf_pem: str, verify_error: str) -> ClientCertView:
         san_email=tuple(s.value for s in sans if s.kind == "email"),
         san_uri=tuple(s.value for s in sans if s.kind == "uri"),
         invalid_reason=verify_error or None,
+        serial=serial_hex(leaf.serial_number),
     )
 
 

@@ -72,6 +72,9 @@ class RouteState:
     # set_request_headers, compiled once; values may use ${pomerium.*}.
     request_headers: tuple[tuple[str, Template], ...]
     needs_values: bool
+    # The route has a client CA: a request the proxy did not ask for a certificate
+    # (no SNI, say) counts as one that presented none, never as "none needed".
+    needs_client_certificate: bool = False
 
     @property
     def needs_session(self) -> bool:
@@ -88,7 +91,7 @@ class Identity:
 
 def compile_policies(config: Config) -> list[CompiledPolicy]:
     """Every route's policy; all problems in all routes at once, as a ConfigError."""
-    compiled, problems = compile_routes(config.routes)
+    compiled, problems = compile_routes(config.routes, config)
     if problems:
         raise ConfigError(problems)
     return compiled
@@ -114,6 +117,7 @@ class Decider:
                     Template.compile(value).variables
                     for value in route.set_request_headers.values()
                 ),
+                needs_client_certificate=config.requires_client_certificate(route),
             )
             for i, (route, policy) in enumerate(
                 zip(config.routes, compile_policies(config), strict=True)
@@ -169,6 +173,10 @@ class Decider:
                     response.set_headers.add(name=name, value=template.render(values))
         elif decision.needs_client_certificate:
             response.outcome = authorize_pb2.INVALID_CLIENT_CERTIFICATE
+            # The exact failure (expired, revoked, ...) first: the 495 page and the log
+            # show the first reason.
+            if cert is not None and cert.presented and cert.invalid_reason:
+                response.reasons.insert(0, cert.invalid_reason)
         elif decision.needs_sign_in:
             response.outcome = authorize_pb2.SIGN_IN_REQUIRED
         else:

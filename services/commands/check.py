@@ -26,6 +26,9 @@ def handle(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    # Warnings first: they may explain a problem below, and never fail the check.
+    for notice in config.notices:
+        print(f"warning: {notice}", file=sys.stderr)
     problems: list[str] = []
     for source in certificate_sources(config):
         try:

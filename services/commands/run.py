@@ -53,6 +53,10 @@ def handle(args: argparse.Namespace) -> int:
         log.error("the configuration has problems:\n%s", e)
         return runtime.EXIT_CONFIG
     setup_logging(config.log_level)
+    if args.ready_fd is None:
+        # Only the supervisor passes --ready-fd: its children load the same file, and
+        # the supervisor has already told the user, so each warning appears once.
+        report_notices(config)
     services = [s for s in SERVICES if s in config.services]
     workers = 1 if args.worker is not None else config.proxy_workers
     if len(services) == 1 and (services != ["proxy"] or workers == 1):
@@ -72,6 +76,12 @@ def handle(args: argparse.Namespace) -> int:
     children = make_children(services, args.config, overrides, os.environ, workers)
     supervisor = Supervisor(children, banner=banner(config))
     return asyncio.run(supervisor.run())
+
+
+def report_notices(config: Config) -> None:
+    """Warnings about a configuration that was accepted (deprecated keys and the like)."""
+    for notice in config.notices:
+        log.warning("%s", notice)
 
 
 def check_shared_ports(config: Config) -> None:

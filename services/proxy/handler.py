@@ -17,6 +17,7 @@ from typing import Any
 
 from services.proxy.asgi import call_asgi
 from services.proxy.check_client import CheckClient, CheckUnavailable
+from services.proxy.client_trust import DownstreamTrust
 from services.proxy.exchange import Exchange, Failure, Plan
 from services.proxy.headers import (
     client_address,
@@ -24,7 +25,7 @@ from services.proxy.headers import (
     upstream_request_headers,
     wants_html,
 )
-from services.proxy.http import HttpConnection, Request
+from services.proxy.http import ConnectionInfo, HttpConnection, Request
 from services.proxy.pages import Pages
 from services.proxy.paths import (
     BadPath,
@@ -68,8 +69,10 @@ class Handler:
         pages: Pages,
         builtin_app: Any,
         sessions: SessionPages | None = None,
+        trust: DownstreamTrust | None = None,
     ) -> None:
         self.sessions = sessions
+        self.trust = trust
         self.routes = routes
         self.check = check
         self.pool = pool
@@ -161,7 +164,7 @@ class Handler:
 
         try:
             decision = await self.check.decide(
-                self._check(request, request_id, scheme, host, path, query, info)
+                self._check(request, request_id, scheme, host, path, query, info, route.index)
             )
         except CheckUnavailable as e:
             request.decision = "unavailable"
@@ -204,7 +207,8 @@ class Handler:
         host: str,
         path: str,
         query: str,
-        info: Any,
+        info: ConnectionInfo,
+        route_index: int,
     ) -> authorize_pb2.BatchedCheck:
         """The check to send, filled in place (a nested message is copied if assigned)."""
         headers, keys = request.headers, request.keys
@@ -228,6 +232,12 @@ class Handler:
         for key, (_, value) in zip(keys, headers, strict=True):
             if key in CHECKED_HEADERS:
                 check.headers.add(name=key.decode("latin-1"), value=value.decode("latin-1"))
+        if info.client_cert is not None and self.trust is not None:
+            # Not asked (no SNI, or a host that asks for none) stays unset: authorize
+            # knows which routes need a certificate and counts that as none presented.
+            check.client_certificate.CopyFrom(
+                info.client_cert.message(self.trust.route_anchors(route_index))
+            )
         return batched
 
     def _refuse(

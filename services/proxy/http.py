@@ -19,6 +19,8 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from services.proxy.client_verify import PeerCertificate
+
 log = logging.getLogger("vallum.proxy.http")
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -137,7 +139,9 @@ class ConnectionInfo:
     peer_ip: str
     tls: bool
     server_name: str | None
-    ssl_object: ssl.SSLObject | None
+    # On hosts that ask for client certificates (their TLS is pyOpenSSL's, not the
+    # loop's): what the client presented and the verdict. None: not asked.
+    client_cert: PeerCertificate | None = None
 
 
 Handler = Callable[["HttpConnection", Request], Coroutine[Any, Any, None]]
@@ -175,13 +179,20 @@ class HttpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
         peer = transport.get_extra_info("peername")
-        ssl_object = transport.get_extra_info("ssl_object")
-        self.info = ConnectionInfo(
-            peer_ip=peer[0] if peer else "",
-            tls=ssl_object is not None,
-            server_name=getattr(ssl_object, "vallum_sni", None),
-            ssl_object=ssl_object,
-        )
+        ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.info = ConnectionInfo(
+                peer_ip=peer[0] if peer else "",
+                tls=True,
+                server_name=getattr(ssl_object, "vallum_sni", None),
+            )
+        else:  # plain HTTP, or OpenSSLTransport
+            self.info = ConnectionInfo(
+                peer_ip=peer[0] if peer else "",
+                tls=bool(transport.get_extra_info("vallum_tls")),
+                server_name=transport.get_extra_info("vallum_sni"),
+                client_cert=transport.get_extra_info("vallum_client_cert"),
+            )
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:

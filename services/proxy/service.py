@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from services.proxy.accept import SniAcceptor
 from services.proxy.check_client import CheckClient
+from services.proxy.client_trust import DownstreamTrust
 from services.proxy.handler import Handler
 from services.proxy.http import HttpConnection, reap_idle
 from services.proxy.pages import Pages
@@ -29,6 +31,7 @@ from services.proxy.well_known import WellKnown
 from services.topology import format_address
 from shared.config import Config
 from shared.listen import bind
+from shared.material import MaterialError
 from shared.rpc import (
     ServiceChannel,
     StartupError,
@@ -53,7 +56,9 @@ class Proxy:
     check: CheckClient
     pool: Pool
     sessions: ServiceChannel
+    trust: DownstreamTrust | None = None
     server: asyncio.Server | None = None
+    acceptor: SniAcceptor | None = None
     redirect_server: asyncio.Server | None = None
     redirect_bound: str = ""
     connections: set[HttpConnection] = field(default_factory=set)
@@ -81,6 +86,8 @@ class Proxy:
         for server in (self.server, self.redirect_server):
             if server is not None:
                 server.close()  # no new connections
+        if self.acceptor is not None:
+            self.acceptor.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         # Idle keep-alive connections go now; busy ones when their request is done.
@@ -118,6 +125,14 @@ async def start(config: Config) -> Proxy:
             "TLS-terminating load balancer"
         )
     certificates = None if config.insecure_server else CertificateSet(sources)
+    trust = None
+    if certificates is not None:
+        try:
+            trust = DownstreamTrust(config, certificates)
+        except MaterialError as e:
+            raise StartupError(str(e)) from None
+        if not trust.enabled:
+            trust = None
     try:
         well_known = WellKnown(config)
     except ValueError as e:
@@ -126,7 +141,7 @@ async def start(config: Config) -> Proxy:
     sessions = ServiceChannel(config.databroker_service_url[0], tls)
     check = CheckClient(channel)
     pool = Pool()
-    proxy = Proxy(config, channel, certificates, check, pool, sessions)
+    proxy = Proxy(config, channel, certificates, check, pool, sessions, trust)
     assert config.shared_secret is not None  # WellKnown needs it too, checked above
     routes = ProxyRoutes(config)
     user = UserPages(sessions, HandleCodec(config.shared_secret), config.cookie_name)
@@ -151,16 +166,24 @@ async def start(config: Config) -> Proxy:
         Pages(sign_in_url(config)),
         builtin,
         session_pages if config.authenticate_service_url else None,
+        trust,
     )
     sock = bind(format_address(config.address), "address", reuse_port=config.proxy_workers > 1)
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
     loop = asyncio.get_running_loop()
-    proxy.server = await loop.create_server(
-        lambda: HttpConnection(handler, proxy.connections),
-        sock=sock,
-        ssl=certificates.listener if certificates is not None else None,
-        backlog=1024,
-    )
+    if trust is not None and certificates is not None:
+        # Some hosts ask for client certificates: choose the TLS stack by SNI.
+        proxy.acceptor = SniAcceptor(
+            sock, lambda: HttpConnection(handler, proxy.connections), certificates, trust
+        )
+        proxy.acceptor.start()
+    else:
+        proxy.server = await loop.create_server(
+            lambda: HttpConnection(handler, proxy.connections),
+            sock=sock,
+            ssl=certificates.listener if certificates is not None else None,
+            backlog=1024,
+        )
     if config.http_redirect_addr is not None and certificates is not None:
         redirect_sock = bind(
             format_address(config.http_redirect_addr),
@@ -176,9 +199,20 @@ async def start(config: Config) -> Proxy:
     pool.start()
     proxy.tasks.append(asyncio.create_task(reap_idle(proxy.connections)))
     if certificates is not None:
-        proxy.tasks.append(asyncio.create_task(certificates.watch()))
+        proxy.tasks.append(asyncio.create_task(watch_certificates(certificates, trust)))
     proxy.tasks.append(asyncio.create_task(report_reachability(channel, "authorize")))
     return proxy
+
+
+async def watch_certificates(
+    certificates: CertificateSet, trust: DownstreamTrust | None, interval: float = 1.0
+) -> None:
+    """Server certificates, client CAs and CRLs: re-read when their files change."""
+    while True:
+        await asyncio.sleep(interval)
+        certificates.reload_if_changed()
+        if trust is not None:
+            trust.reload_if_changed()
 
 
 def sign_in_url(config: Config) -> str | None:

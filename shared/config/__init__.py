@@ -8,12 +8,16 @@ from shared.config.errors import ConfigError, Problem
 from shared.config.load import load_config
 from shared.config.model import (
     ALL_SERVICES,
+    ENFORCEMENT_MODES,
+    SAN_KINDS,
     Address,
     CertificatePair,
     Config,
     DirectResponse,
+    DownstreamMTLS,
     Redirect,
     Route,
+    SanMatcher,
     Source,
     WeightedURL,
 )
@@ -21,14 +25,18 @@ from shared.config.parse import parse_config
 
 __all__ = [
     "ALL_SERVICES",
+    "ENFORCEMENT_MODES",
+    "SAN_KINDS",
     "Address",
     "CertificatePair",
     "Config",
     "ConfigError",
     "DirectResponse",
+    "DownstreamMTLS",
     "Problem",
     "Redirect",
     "Route",
+    "SanMatcher",
     "Source",
     "WeightedURL",
     "load_config",

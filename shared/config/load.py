@@ -8,7 +8,7 @@ passes no environment of its own).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, overload
 
@@ -16,10 +16,11 @@ import yaml
 
 from shared.config.errors import ConfigError, FieldError, Problem
 from shared.config.fields import kind_of, parse_secret
-from shared.config.model import Config, Route, Source
+from shared.config.model import Config, Source
+from shared.config.mtls import DOWNSTREAM_MTLS_KEYS
 from shared.config.parse import TOP_KEYS, env_name, parse_config_partial
 from shared.config.routes import ROUTE_KEYS
-from shared.config.schema import FileMode
+from shared.config.schema import FileMode, Key
 from shared.config.sources import PemKind, check_pem
 
 # PEM files and secrets are a few KiB; a limit keeps a mistyped path such as
@@ -114,18 +115,23 @@ class _FileReader:
             )
             for index, pair in enumerate(config.certificates)
         )
+        mtls = config.downstream_mtls
+        updates["downstream_mtls"] = replace(
+            mtls, **self._nested_sources(mtls, DOWNSTREAM_MTLS_KEYS, "downstream_mtls")
+        )
         updates["routes"] = tuple(
-            replace(route, **self._route_sources(route, index))
+            replace(route, **self._nested_sources(route, ROUTE_KEYS, f"routes[{index}]"))
             for index, route in enumerate(config.routes)
         )
         return replace(config, **updates)
 
-    def _route_sources(self, route: Route, index: int) -> dict[str, Any]:
+    def _nested_sources(self, value: Any, keys: Sequence[Key], path: str) -> dict[str, Any]:
+        """The file-backed Sources of an object inside the config, labelled by key path."""
         return {
             key.field: self._source(
-                getattr(route, key.field), key.pem, f"routes[{index}].{key.file_key}", key.check
+                getattr(value, key.field), key.pem, f"{path}.{key.file_key}", key.check
             )
-            for key in ROUTE_KEYS
+            for key in keys
             if key.file is FileMode.SOURCE
         }
 

@@ -15,6 +15,10 @@ from typing import Any
 ALL_SERVICES: frozenset[str] = frozenset({"authenticate", "authorize", "proxy"})
 # Pomerium's default idp_scopes; offline_access asks for a refresh token.
 DEFAULT_IDP_SCOPES = ("openid", "profile", "email", "offline_access")
+# Pomerium's downstream_mtls.enforcement values; the first is its default.
+ENFORCEMENT_MODES = ("policy_with_default_deny", "policy", "reject_connection")
+# Pomerium's SAN types for downstream_mtls.match_subject_alt_names.
+SAN_KINDS = ("dns", "email", "ip_address", "uri", "user_principal_name")
 
 
 def _empty_map() -> Mapping[str, Any]:
@@ -55,6 +59,32 @@ class Source:
 class CertificatePair:
     cert: Source
     key: Source
+
+
+@dataclass(frozen=True, slots=True)
+class SanMatcher:
+    """One `match_subject_alt_names` entry: a client certificate passes when any of its
+    SANs of this kind matches the whole pattern (re.fullmatch, as Pomerium anchors it)."""
+
+    kind: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamMTLS:
+    """Pomerium's `downstream_mtls`: client certificates from users to the proxy.
+
+    Nothing here asks for a certificate by itself: without a CA (here, in
+    Config.client_ca or on a route) the other settings have no effect.
+    """
+
+    ca: Source | None = None
+    crl: Source | None = None
+    enforcement: str = ENFORCEMENT_MODES[0]
+    match_subject_alt_names: tuple[SanMatcher, ...] = ()
+    # CA certificates allowed above the leaf, the trust anchor included (1: issued
+    # directly by a CA in the bundle, Pomerium's default); 0 means no limit.
+    max_verify_depth: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +229,10 @@ class Config:
     certificate_key: Source | None = None
     certificates: tuple[CertificatePair, ...] = ()
 
+    downstream_mtls: DownstreamMTLS = DownstreamMTLS()
+    # Pomerium's older global name for downstream_mtls.ca; the two may not both be set.
+    client_ca: Source | None = None
+
     certificate_authority: Source | None = None
     internal_certificate: Source | None = None
     internal_certificate_key: Source | None = None
@@ -230,6 +264,9 @@ class Config:
     # Where the configuration came from; relative paths were resolved against base_dir.
     source_path: str | None = None
     base_dir: str = "."
+    # Warnings about a configuration that is accepted (deprecated keys, settings without
+    # effect), each starting with the key path it is about; logged once at start-up.
+    notices: tuple[str, ...] = ()
 
     @property
     def all_in_one(self) -> bool:
@@ -248,3 +285,17 @@ class Config:
     def jwt_groups_filter_for(self, route: Route) -> frozenset[str]:
         """Groups the route's assertions may name; empty means every group."""
         return frozenset(self.jwt_groups_filter) | frozenset(route.jwt_groups_filter)
+
+    def client_ca_for(self, route: Route) -> Source | None:
+        """The CA that verifies client certificates on this route's host, if any.
+
+        A route's own CA wins: Vallum asks for certificates per host (by SNI), so a
+        route CA stays that route's alone rather than joining a global bundle.
+        """
+        for source in (route.tls_downstream_client_ca, self.downstream_mtls.ca, self.client_ca):
+            if source is not None:
+                return source
+        return None
+
+    def requires_client_certificate(self, route: Route) -> bool:
+        return self.client_ca_for(route) is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from shared.config.assertion import (
@@ -26,6 +27,7 @@ from shared.config.fields import (
     parse_trust_domain,
 )
 from shared.config.model import CertificatePair, Config, Source
+from shared.config.mtls import MTLS_KEYS, check_mtls, mtls_notices
 from shared.config.policies import compile_routes
 from shared.config.routes import parse_routes
 from shared.config.schema import (
@@ -124,6 +126,7 @@ TOP_KEYS: tuple[Key, ...] = (
     source_key("certificate", PemKind.CERT),
     source_key("certificate_key", PemKind.KEY),
     Key("certificates", _parse_certificates, env=False),
+    *MTLS_KEYS,
     source_key("certificate_authority", PemKind.CERT),
     source_key("internal_certificate", PemKind.CERT),
     source_key("internal_certificate_key", PemKind.KEY),
@@ -223,8 +226,10 @@ def parse_config_partial(
     config = Config(**build(given, TOP_KEYS, ctx), base_dir=ctx.base_dir)
     _check(config, given, ctx)
     check_storage(config, given, ctx)
+    check_mtls(given, ctx)
     config = check_sign_in(config, given, ctx)
-    problems.extend(compile_routes(config.routes)[1])
+    config = replace(config, notices=tuple(mtls_notices(config, given)))
+    problems.extend(compile_routes(config.routes, config)[1])
     return config, problems
 
 
@@ -232,7 +237,8 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: s
     """Validate a configuration mapping; raise ConfigError naming every problem.
 
     `base_dir` anchors relative paths (the config file's directory); `environ`
-    overrides top-level keys by their upper-cased names.
+    overrides top-level keys by their upper-cased names. Warnings that do not refuse
+    the configuration come back in `Config.notices`, for the caller to show.
     """
     config, problems = parse_config_partial(raw, environ, base_dir)
     if problems:

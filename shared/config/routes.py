@@ -27,6 +27,7 @@ from shared.config.fields import (
     parse_url_path,
 )
 from shared.config.model import DirectResponse, Redirect, Route, WeightedURL
+from shared.config.mtls import check_ca_bundle
 from shared.config.schema import (
     Ctx,
     Given,
@@ -151,7 +152,8 @@ ROUTE_KEYS: tuple[Key, ...] = (
     source_key("tls_client_cert", PemKind.CERT),
     source_key("tls_client_key", PemKind.KEY),
     Key("tls_upstream_allow_renegotiation", plain(parse_bool)),
-    source_key("tls_downstream_client_ca", PemKind.CERT),
+    # Pomerium's older per-route client CA; see mtls.py for how Vallum treats it.
+    source_key("tls_downstream_client_ca", PemKind.CERT, check_ca_bundle),
     Key("name", plain(parse_str)),
     Key("description", plain(parse_str)),
     Key("id", plain(parse_str)),

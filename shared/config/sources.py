@@ -19,6 +19,8 @@ from shared.config.model import Source
 class PemKind(enum.Enum):
     CERT = "certificate"
     KEY = "private key"
+    # Blocks labelled X509 CRL (RFC 7468 section 6), one per issuing CA.
+    CRL = "certificate revocation list"
 
 
 _PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
@@ -33,7 +35,23 @@ def check_pem(data: bytes, kind: PemKind) -> bytes:
         raise FieldError(f"holds no PEM certificate (found {', '.join(labels)})")
     if kind is PemKind.KEY and not any(label.endswith("PRIVATE KEY") for label in labels):
         raise FieldError(f"holds no PEM private key (found {', '.join(labels)})")
+    if kind is PemKind.CRL:
+        _check_crl_labels(labels)
     return data
+
+
+def _check_crl_labels(labels: list[str]) -> None:
+    # A CA certificate or a key in the CRL's place is a mix-up of files, and a key
+    # does not belong in a file that is often published: refuse rather than skip them.
+    others = sorted({label for label in labels if label != "X509 CRL"})
+    if "X509 CRL" not in labels:
+        raise FieldError(
+            f"holds no PEM CRL (expected -----BEGIN X509 CRL-----, found {', '.join(others)})"
+        )
+    if others:
+        raise FieldError(
+            f"holds {', '.join(others)} besides the CRLs; give a file of X509 CRL blocks only"
+        )
 
 
 def _pem_from_base64(text: str) -> bytes | None:

@@ -65,6 +65,14 @@ _VALLUM: Final = {
     "invalid-client-certificate-not-yet-valid": "The client certificate presented is not "
     "valid yet (check the device's clock).",
     "invalid-client-certificate-revoked": "The client certificate presented has been revoked.",
+    "invalid-client-certificate-san-mismatch": "The client certificate presented does not "
+    "name a user, device or address this site accepts.",
+    "invalid-client-certificate-chain-too-long": "The client certificate presented was "
+    "issued through more intermediate authorities than this site allows.",
+    "invalid-client-certificate-purpose": "The certificate presented is not meant for "
+    "client authentication.",
+    "invalid-client-certificate-crl-unavailable": "Vallum cannot tell whether the client "
+    "certificate was revoked: its revocation list is out of date or invalid.",
     "bad-request-target": "The request target is not a path on this site.",
     "bad-request-path": "The path is malformed (bad percent-encoding, control characters, "
     "or an encoded slash or dot segment).",
@@ -113,6 +121,11 @@ _EXPIRED: Final = frozenset((10,))
 _NOT_YET_VALID: Final = frozenset((9,))
 _REVOKED: Final = frozenset((23,))
 _NAME_MISMATCH: Final = frozenset((62, 63, 64))
+# Downstream only: the chain is longer than max_verify_depth allows, the certificate is
+# not for client authentication, or a revocation list cannot be used.
+_TOO_LONG: Final = frozenset((22, 25))
+_PURPOSE: Final = frozenset((26,))
+_CRL_UNUSABLE: Final = frozenset((3, 8, 11, 12, 15, 16, 33, 35, 36, 44, 54))
 
 
 def verify_failure_kind(verify_code: int | None) -> str:
@@ -133,6 +146,13 @@ def client_certificate_reason(presented: bool, verify_code: int | None = None) -
     """The 495 reason for a downstream client certificate that failed."""
     if not presented:
         return "client-certificate-required"
+    for codes, name in (
+        (_TOO_LONG, "chain-too-long"),
+        (_PURPOSE, "purpose"),
+        (_CRL_UNUSABLE, "crl-unavailable"),
+    ):
+        if verify_code in codes:
+            return f"invalid-client-certificate-{name}"
     kind = verify_failure_kind(verify_code)
     if kind in ("untrusted", "expired", "not-yet-valid", "revoked"):
         return f"invalid-client-certificate-{kind}"

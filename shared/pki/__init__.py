@@ -16,6 +16,7 @@ from .bundle import (
 )
 from .certinfo import (
     SAN,
+    UPN_OID,
     CertInfo,
     describe,
     describe_certificate,
@@ -77,6 +78,7 @@ __all__ = [
     "REVOKED_FILE",
     "RSA_KEY_SIZES",
     "SAN",
+    "UPN_OID",
     "CertInfo",
     "Issued",
     "IssuedPaths",

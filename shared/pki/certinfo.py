@@ -21,20 +21,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from .errors import PKIError, first_line
 from .keys import describe_public_key
 
-SANKind: TypeAlias = Literal["dns", "ip", "email", "uri", "other"]
+SANKind: TypeAlias = Literal["dns", "ip", "email", "uri", "upn", "other"]
 _SAN_LABELS: dict[SANKind, str] = {
     "dns": "DNS",
     "ip": "IP",
     "email": "email",
     "uri": "URI",
+    "upn": "UPN",
     "other": "other",
 }
+# Microsoft's User Principal Name otherName (MS-WCCE), a UTF8String: what smart-card and
+# Active Directory certificates name their user by.
+UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
+_UTF8_STRING = 0x0C
 
 
 @dataclass(frozen=True)
 class SAN:
-    """One subjectAltName entry. Kinds this CA never writes (directoryName, otherName,
-    registeredID) are reported as "other" rather than hidden."""
+    """One subjectAltName entry. Kinds this CA never writes (directoryName, otherName
+    other than a UPN, registeredID) are reported as "other" rather than hidden."""
 
     kind: SANKind
     value: str
@@ -112,9 +117,30 @@ def subject_alt_names(cert: x509.Certificate) -> list[SAN]:
             sans.append(SAN("email", name.value))
         elif isinstance(name, x509.UniformResourceIdentifier):
             sans.append(SAN("uri", name.value))
+        elif isinstance(name, x509.OtherName) and name.type_id == UPN_OID:
+            upn = _der_utf8_string(name.value)
+            sans.append(SAN("upn", upn) if upn is not None else SAN("other", str(name.value)))
         else:
             sans.append(SAN("other", str(name.value)))
     return sans
+
+
+def _der_utf8_string(der: bytes) -> str | None:
+    """The text of a DER UTF8String (X.690 section 8.1: tag, length, contents), else None."""
+    if len(der) < 2 or der[0] != _UTF8_STRING:
+        return None
+    length, start = der[1], 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or len(der) < 2 + count:
+            return None
+        length, start = int.from_bytes(der[2 : 2 + count], "big"), 2 + count
+    if start + length != len(der):
+        return None
+    try:
+        return der[start:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def spiffe_ids(cert: x509.Certificate) -> list[str]:

@@ -50,6 +50,8 @@ class ClientCertView:
     san_email: tuple[str, ...] = ()
     san_uri: tuple[str, ...] = ()
     invalid_reason: str | None = None
+    # Lower-case hex, as `vallum ca show` and CRL tools print it.
+    serial: str = ""
 
 
 # The only request headers any criterion reads (cors_preflight). The proxy sends

@@ -1,0 +1,282 @@
+"""Which hosts ask for client certificates, whom each trusts, and their TLS contexts.
+
+A route needs a client certificate when it has a client CA: its own
+(`tls_downstream_client_ca`), else the global one (`downstream_mtls.ca`, or the older
+`client_ca`). The handshake asks by server name, so a host asks when any of its
+routes needs one, and trusts the union of those routes' CAs; with a global CA every
+host asks. Each route then checks that the chain ended at one of its own CAs, so a
+certificate from route A's CA never opens route B.
+
+The contexts are pyOpenSSL's, built per (host scope, server certificate) and rebuilt
+when a CA, CRL or server certificate file changes. Session resumption is off on them:
+a resumed session skips the verify callback, and with it the verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from services.proxy.client_verify import SAN_MISMATCH, SanRule, VerifyRecord, verdict
+from shared.config import Config, Source
+from shared.errors import client_certificate_reason
+from shared.material import FileWatch, KeyPair, MaterialError, describe_source, read_source
+from shared.pki import PKIError, fingerprint_sha256, load_certificates, load_private_key
+from shared.routing.authority import WILDCARD, parse_from
+from shared.server_tls import CertificateSet
+
+log = logging.getLogger("vallum.proxy.tls")
+
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+_GLOBAL = "*"
+# Recorded by the reject_connection callback for a chain that verified but whose leaf
+# names no accepted subject (not an OpenSSL code).
+SAN_REFUSED = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One set of trusted client CAs: what a group of hosts asks for."""
+
+    key: str
+    cas: tuple[x509.Certificate, ...]
+    anchors: frozenset[str]
+
+
+def _load_cas(source: Source, key: str) -> tuple[x509.Certificate, ...]:
+    try:
+        return tuple(load_certificates(read_source(source, key), source=key))
+    except PKIError as e:
+        raise MaterialError(f"{key}: {describe_source(source, key)}: {e}") from None
+
+
+def _load_crls(source: Source, key: str) -> tuple[x509.CertificateRevocationList, ...]:
+    data = read_source(source, key)
+    crls = []
+    for block in _CRL_BLOCK.findall(data):
+        try:
+            crls.append(x509.load_pem_x509_crl(block))
+        except ValueError as e:
+            raise MaterialError(f"{key}: {describe_source(source, key)}: {e}") from None
+    if not crls:
+        raise MaterialError(f"{key}: {describe_source(source, key)} holds no PEM CRL")
+    return tuple(crls)
+
+
+class DownstreamTrust:
+    def __init__(self, config: Config, certificates: CertificateSet) -> None:
+        self._config = config
+        self._certificates = certificates
+        mtls = config.downstream_mtls
+        self.reject = mtls.enforcement == "reject_connection"
+        self._san_rule = SanRule(mtls.match_subject_alt_names)
+        # Pomerium counts the CAs above the leaf, anchor included; OpenSSL counts the
+        # intermediates between them (SSL_CTX_set_verify_depth(3)).
+        self._depth = mtls.max_verify_depth - 1 if mtls.max_verify_depth else None
+        self._sources = self._ca_sources()
+        paths = [s.path for s, _ in self._sources.values()]
+        if mtls.crl is not None:
+            paths.append(mtls.crl.path)
+        self._watch = FileWatch(paths)
+        self._contexts: dict[tuple[str, int], SSL.Context] = {}
+        self._generation = certificates.generation
+        self._load()
+
+    def _ca_sources(self) -> dict[str, tuple[Source, str]]:
+        """Every distinct client CA source with the key to blame for it."""
+        found: dict[str, tuple[Source, str]] = {}
+        mtls = self._config.downstream_mtls
+        if mtls.ca is not None:
+            found[_GLOBAL] = (mtls.ca, "downstream_mtls.ca")
+        elif self._config.client_ca is not None:
+            found[_GLOBAL] = (self._config.client_ca, "client_ca")
+        for i, route in enumerate(self._config.routes):
+            if route.tls_downstream_client_ca is not None:
+                found[f"routes[{i}]"] = (
+                    route.tls_downstream_client_ca,
+                    f"routes[{i}].tls_downstream_client_ca",
+                )
+        return found
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._sources)
+
+    def _load(self) -> None:
+        cas = {name: _load_cas(source, key) for name, (source, key) in self._sources.items()}
+        crls: tuple[x509.CertificateRevocationList, ...] = ()
+        crl_source = self._config.downstream_mtls.crl
+        if crl_source is not None and cas:
+            crls = _load_crls(crl_source, "downstream_mtls.crl")
+            every_ca = [ca for group in cas.values() for ca in group]
+            for crl in crls:
+                if not any(_signed_by(crl, ca) for ca in every_ca):
+                    raise MaterialError(
+                        f"downstream_mtls.crl: the CRL of {crl.issuer.rfc4514_string()} is "
+                        "not signed by any configured client CA; give the CRL of one of them"
+                    )
+        route_scopes: list[Scope | None] = []
+        hosts: dict[str, list[x509.Certificate]] = {}
+        default = self._scope(_GLOBAL, cas[_GLOBAL]) if _GLOBAL in cas else None
+        for i, route in enumerate(self._config.routes):
+            group = cas.get(f"routes[{i}]", cas.get(_GLOBAL))
+            if group is None:
+                route_scopes.append(None)
+                continue
+            route_scopes.append(self._scope(f"routes[{i}]", group))
+            host = parse_from(route.from_url).host
+            bucket = hosts.setdefault(host, [])
+            bucket += [ca for ca in group if ca not in bucket]
+        self._crls = crls
+        self._routes = route_scopes
+        self._default = default
+        self._hosts = {host: self._scope(host, tuple(group)) for host, group in hosts.items()}
+        self._contexts = {}
+
+    @staticmethod
+    def _scope(key: str, cas: Sequence[x509.Certificate]) -> Scope:
+        return Scope(key, tuple(cas), frozenset(fingerprint_sha256(ca) for ca in cas))
+
+    def route_anchors(self, index: int) -> frozenset[str] | None:
+        """The route's trusted CA fingerprints; None when it needs no certificate."""
+        scope = self._routes[index] if 0 <= index < len(self._routes) else None
+        return scope.anchors if scope is not None else None
+
+    def scope_for(self, server_name: str | None) -> Scope | None:
+        """The CAs a connection for `server_name` asks for; None: do not ask."""
+        if server_name:
+            found = self._hosts.get(server_name)
+            dot = server_name.find(".", 1)
+            while found is None and dot != -1:
+                found = self._hosts.get(WILDCARD + server_name[dot + 1 :])
+                dot = server_name.find(".", dot + 1)
+            if found is not None:
+                return found
+        return self._default
+
+    def connection(self, scope: Scope, server_name: str | None) -> SSL.Connection:
+        """A server-side connection for one accepted socket, its verdict still to come."""
+        pair = self._certificates.pair_for_name(server_name)
+        ctx = self._contexts.get((scope.key, id(pair)))
+        if ctx is None:
+            ctx = self._contexts[(scope.key, id(pair))] = self._context(scope, pair)
+        conn = SSL.Connection(ctx, None)
+        conn.set_app_data(VerifyRecord(scope.cas))
+        return conn
+
+    def _context(self, scope: Scope, pair: KeyPair) -> SSL.Context:
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        # OpenSSL refuses a verifying server without a session id context, even uncached.
+        ctx.set_session_id(hashlib.sha256(scope.key.encode()).digest()[:32])
+        chain = load_certificates(pair.cert_pem)
+        ctx.use_certificate(chain[0])
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(load_private_key(pair.key_pem))
+        ctx.set_alpn_select_callback(_alpn)
+        store = ctx.get_cert_store()
+        assert store is not None
+        for ca in scope.cas:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+            ctx.add_client_ca(ca)  # names it in the CertificateRequest
+        crls = [c for c in self._crls if any(_signed_by(c, ca) for ca in scope.cas)]
+        for crl in crls:
+            store.add_crl(crl)
+        if crls:
+            store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+        if self._depth is not None:
+            ctx.set_verify_depth(self._depth)
+        if self.reject:
+            mode = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+            ctx.set_verify(mode, self._refuse_invalid)
+        else:
+            ctx.set_verify(SSL.VERIFY_PEER, _record_failure)
+        log.debug("client certificate context for %s: %d CA(s)", scope.key, len(scope.cas))
+        return ctx
+
+    def _refuse_invalid(
+        self, conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int
+    ) -> bool:
+        record: VerifyRecord = conn.get_app_data()
+        if not ok and record.note(code, depth):
+            return False
+        if depth == 0 and self._san_rule and not self._san_rule.accepts(cert.to_cryptography()):
+            record.note(SAN_REFUSED, 0)
+            return False
+        return True
+
+    def handshake_done(self, conn: SSL.Connection) -> dict[str, Any]:
+        """Extra info for the HTTP protocol: the server name and the certificate verdict."""
+        leaf = conn.get_peer_certificate(as_cryptography=True)
+        verified = conn.get_verified_chain(as_cryptography=True)
+        sent = conn.get_peer_cert_chain(as_cryptography=True) or []
+        record: VerifyRecord = conn.get_app_data()
+        chain = verified if verified else sent
+        peer = verdict(leaf, chain, record, self._san_rule, verified=bool(verified))
+        name = conn.get_servername()
+        return {
+            "vallum_sni": name.decode("ascii").lower() if name else None,
+            "vallum_client_cert": peer,
+            "vallum_tls": True,
+        }
+
+    def handshake_failed(self, conn: SSL.Connection, error: Exception) -> None:
+        """Log why a handshake failed; in reject_connection mode, which certificate rule."""
+        record: VerifyRecord = conn.get_app_data()
+        peer = conn.get_peer_certificate(as_cryptography=True)
+        if record.code == SAN_REFUSED:
+            why = SAN_MISMATCH
+        elif record.code is not None:
+            why = client_certificate_reason(True, record.code)
+        elif self.reject and peer is None:
+            why = client_certificate_reason(False)
+        else:
+            log.info("TLS handshake failed: %s", error)
+            return
+        subject = peer.subject.rfc4514_string() if peer is not None else "-"
+        log.info("TLS handshake refused: %s (subject %s): %s", why, subject, error)
+
+    def reload_if_changed(self) -> bool:
+        certificates_changed = self._certificates.generation != self._generation
+        if not (self._watch.changed() or certificates_changed):
+            return False
+        self._generation = self._certificates.generation
+        try:
+            self._load()
+        except (MaterialError, OSError) as e:
+            log.error("client CA or CRL change not applied, keeping the old ones: %s", e)
+            return False
+        log.info("client certificate authorities and CRLs reloaded")
+        return True
+
+
+def _record_failure(
+    conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int
+) -> bool:
+    if not ok:
+        record: VerifyRecord = conn.get_app_data()
+        record.note(code, depth)
+    return True  # the verdict is given on the 495 page, not by a handshake alert
+
+
+def _alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+    return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    if crl.issuer != ca.subject:
+        return False
+    try:
+        return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
