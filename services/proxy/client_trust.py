@@ -209,10 +209,14 @@ class DownstreamTrust:
     ) -> bool:
         record: VerifyRecord = conn.get_app_data()
         if not ok and record.note(code, depth):
+            record.subject = cert.to_cryptography().subject.rfc4514_string()
             return False
-        if depth == 0 and self._san_rule and not self._san_rule.accepts(cert.to_cryptography()):
-            record.note(SAN_REFUSED, 0)
-            return False
+        if depth == 0 and self._san_rule:
+            leaf = cert.to_cryptography()
+            if not self._san_rule.accepts(leaf):
+                record.note(SAN_REFUSED, 0)
+                record.subject = leaf.subject.rfc4514_string()
+                return False
         return True
 
     def handshake_done(self, conn: SSL.Connection) -> dict[str, Any]:
@@ -233,18 +237,21 @@ class DownstreamTrust:
     def handshake_failed(self, conn: SSL.Connection, error: Exception) -> None:
         """Log why a handshake failed; in reject_connection mode, which certificate rule."""
         record: VerifyRecord = conn.get_app_data()
-        peer = conn.get_peer_certificate(as_cryptography=True)
         if record.code == SAN_REFUSED:
             why = SAN_MISMATCH
         elif record.code is not None:
             why = client_certificate_reason(True, record.code)
-        elif self.reject and peer is None:
+        elif self.reject and conn.get_peer_certificate() is None:
             why = client_certificate_reason(False)
         else:
-            log.info("TLS handshake failed: %s", error)
+            log.info("TLS handshake failed: %s", _describe(error))
             return
-        subject = peer.subject.rfc4514_string() if peer is not None else "-"
-        log.info("TLS handshake refused: %s (subject %s): %s", why, subject, error)
+        log.info(
+            "TLS handshake refused: %s (certificate %s): %s",
+            why,
+            record.subject or "-",
+            _describe(error),
+        )
 
     def reload_if_changed(self) -> bool:
         certificates_changed = self._certificates.generation != self._generation
@@ -267,6 +274,14 @@ def _record_failure(
         record: VerifyRecord = conn.get_app_data()
         record.note(code, depth)
     return True  # the verdict is given on the 495 page, not by a handshake alert
+
+
+def _describe(error: Exception) -> str:
+    """OpenSSL's last reason in words, not pyOpenSSL's list of (library, function, reason)."""
+    details = error.args[0] if error.args else None
+    if isinstance(details, list) and details and isinstance(details[-1], tuple):
+        return str(details[-1][-1])
+    return str(error) or type(error).__name__
 
 
 def _alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:

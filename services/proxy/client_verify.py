@@ -71,6 +71,8 @@ class VerifyRecord:
     cas: tuple[x509.Certificate, ...] = ()
     code: int | None = None
     depth: int | None = None
+    # The refused certificate's subject, for the log (reject_connection only).
+    subject: str = ""
 
     def note(self, code: int, depth: int) -> bool:
         """Record a failure (the first one wins); False if it is not a failure at all."""

@@ -26,6 +26,7 @@ log = logging.getLogger("vallum.proxy.tls")
 
 HANDSHAKE_TIMEOUT = 10.0
 READ_SIZE = 64 * 1024
+FLUSH_SIZE = 256 * 1024
 
 
 class OpenSSLTransport(asyncio.Protocol):
@@ -139,12 +140,12 @@ class OpenSSLTransport(asyncio.Protocol):
         chunks = []
         while True:
             try:
-                chunk = self._conn.bio_read(READ_SIZE)
+                chunk = self._conn.bio_read(FLUSH_SIZE)
             except SSL.WantReadError:
                 break
-            if not chunk:
-                break
             chunks.append(chunk)
+            if len(chunk) < FLUSH_SIZE:
+                break  # the BIO is empty: no need for the exception that would say so
         if chunks and not self._raw.is_closing():
             self._raw.write(b"".join(chunks))
 

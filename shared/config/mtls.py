@@ -176,6 +176,13 @@ def mtls_notices(config: Config, given: Mapping[str, Given]) -> list[str]:
         or config.client_ca is not None
         or any(route.tls_downstream_client_ca is not None for route in config.routes)
     )
+    if has_ca and config.insecure_server:
+        # Behind a TLS-terminating balancer the proxy never sees a client certificate;
+        # routes that need one then answer 495 to everyone (closed, not open).
+        notices.append(
+            "insecure_server: the proxy does not terminate TLS, so it cannot ask for "
+            "client certificates; every route with a client CA will answer 495"
+        )
     if not has_ca:
         nested = _nested_names(given)
         notices.extend(

@@ -12,7 +12,11 @@ round after round so that every target sees the same machine state:
       an auth endpoint in its own nginx process: the shape of Envoy's ext_authz);
   (e) Caddy, TLS reverse proxy with `forward_auth` to the same auth endpoint;
   (f) as (c), in a second all-in-one with `proxy_workers: 2` (two proxy processes on
-      one port, SO_REUSEPORT), to compare with (c)'s one worker.
+      one port, SO_REUSEPORT), to compare with (c)'s one worker;
+  (g) as (b), in a third all-in-one whose hosts all ask for client certificates
+      (`downstream_mtls` with `enforcement: policy`, wrk presents none): the TLS of
+      such hosts is pyOpenSSL's through memory BIOs, not the event loop's, and each
+      Check carries the certificate verdict, so (g)/(b) is what that costs.
 
 TLS for (b)-(f) uses certificates from the project's CA (ECDSA P-256). CPU per request
 and peak RSS (VmHWM) are read from /proc for each process that serves a target.
@@ -37,7 +41,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from shared.pki import issue_server, load_ca, write_issued
+from shared.pki import init_ca, issue_server, load_ca, write_issued
 from tests.bench import paced
 from tests.support.browser import Browser
 from tests.support.net import free_port, wait_for_port
@@ -344,6 +348,7 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
         "d": Target("d", "(d) nginx TLS + `auth_request` subrequest"),
         "e": Target("e", "(e) Caddy TLS + `forward_auth`"),
         "f": Target("f", "(f) Vallum signed-in route, 2 proxy workers"),
+        "g": Target("g", "(g) as (b), on a host that asks for client certificates"),
     }
     with tempfile.TemporaryDirectory(prefix="vallum-bench-") as d, ExitStack() as stack:
         tmp = Path(d)
@@ -366,6 +371,18 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
         config_f, port_f = vallum_config(tmp / "workers", up, proxy_workers=2)
         fproc = vallum("run", "--config", str(config_f))
         stack.callback(fproc.stop)
+        (tmp / "mtls").mkdir()
+        client_ca = init_ca(tmp / "mtls" / "client-ca")
+        config_g, port_g = vallum_config(
+            tmp / "mtls",
+            up,
+            downstream_mtls={
+                "ca_file": str(client_ca.cert_path),
+                "enforcement": "policy",
+            },
+        )
+        gproc = vallum("run", "--config", str(config_g))
+        stack.callback(gproc.stop)
         vproc.wait_for("all services ready", timeout=60)
         ca_dir = tmp / "data" / "pki"
         ca_pem = ca_dir / "ca.pem"
@@ -390,6 +407,16 @@ def run(seconds: int = SECONDS, rounds: int = ROUNDS) -> list[Result]:
             lines = fproc.output.strip().splitlines() or ["no output"]
             why = next((ln for ln in reversed(lines) if " ERROR " in ln), lines[-1])
             ft.skipped = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}; {why[:160]}"
+
+        gt = targets["g"]
+        try:
+            gproc.wait_for("all services ready", timeout=60)
+            gt.ca = tmp / "mtls" / "data" / "pki" / "ca.pem"
+            gt.url = f"https://127.0.0.1:{port_g}/public/"
+            gt.pids = {**service_pids(gproc), **upstream_pid}
+            check_once(gt.ca, gt.url, {})
+        except Exception as exc:
+            gt.skipped = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
 
         # The reference proxies, with a server certificate from the same CA.
         paths = write_issued(
@@ -493,7 +520,7 @@ def report_tables(results: list[Result]) -> str:
             f"CPU/req (proxy + auth) {_proxy_cpu(by[x]) / _proxy_cpu(by[y]):.1f}x"
         )
 
-    lines += [ratio("c", "d"), ratio("c", "e"), *workers_ratio(by["f"], by["c"])]
+    lines += [ratio("c", "d"), ratio("c", "e"), *workers_ratio(by["f"], by["c"]), ratio("g", "b")]
     a, c = by["a"].run, by["c"].run
     if a is not None and c is not None:
         lines.append(

@@ -595,3 +595,11 @@ def test_policy_mode_leaves_the_route_policy_in_charge() -> None:
     }
     raw = {"downstream_mtls": {"ca": b64(CA_PEM), "enforcement": "policy"}, "routes": [route]}
     assert decisions(raw) == ["certificate"]
+
+
+def test_insecure_server_with_a_client_ca_is_warned_about() -> None:
+    notices = parse({"insecure_server": True, "downstream_mtls": {"ca": b64(CA_PEM)}}).notices
+    assert len(notices) == 1
+    assert notices[0].startswith("insecure_server: ")
+    assert "495" in notices[0]
+    assert parse({"insecure_server": True}).notices == ()
