@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +27,18 @@ from services.proxy.client_verify import SAN_MISMATCH, SanRule, VerifyRecord, ve
 from shared.config import Config, Source
 from shared.errors import client_certificate_reason
 from shared.material import FileWatch, KeyPair, MaterialError, describe_source, read_source
-from shared.pki import PKIError, fingerprint_sha256, load_certificates, load_private_key
+from shared.pki import (
+    PKIError,
+    crl_blocks,
+    fingerprint_sha256,
+    load_certificates,
+    load_private_key,
+)
 from shared.routing.authority import WILDCARD, parse_from
 from shared.server_tls import CertificateSet
 
 log = logging.getLogger("vallum.proxy.tls")
 
-_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 _GLOBAL = "*"
 # Recorded by the reject_connection callback for a chain that verified but whose leaf
 # names no accepted subject (not an OpenSSL code).
@@ -60,7 +64,7 @@ def _load_cas(source: Source, key: str) -> tuple[x509.Certificate, ...]:
 def _load_crls(source: Source, key: str) -> tuple[x509.CertificateRevocationList, ...]:
     data = read_source(source, key)
     crls = []
-    for block in _CRL_BLOCK.findall(data):
+    for block in crl_blocks(data):
         try:
             crls.append(x509.load_pem_x509_crl(block))
         except ValueError as e:

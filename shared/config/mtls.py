@@ -21,10 +21,10 @@ from shared.config.model import ENFORCEMENT_MODES, SAN_KINDS, Config, Downstream
 from shared.config.schema import Ctx, Given, Key, build, plain, read_object, source_key
 from shared.config.sources import PemKind
 
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", re.DOTALL)
+
 # Chains are a handful of certificates; a larger limit is a typo, not a PKI.
 MAX_VERIFY_DEPTH = 100
-
-_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", re.DOTALL)
 
 
 def _reason(exc: Exception) -> str:

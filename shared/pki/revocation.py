@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,13 @@ REASONS: tuple[str, ...] = tuple(
     r.value for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl
 )
 _MAX_CRL_DAYS = 366
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.*?-----END X509 CRL-----", re.DOTALL)
+
+
+def crl_blocks(data: bytes) -> list[bytes]:
+    """Each complete `X509 CRL` PEM block of a bundle, in order (other blocks skipped)."""
+    result: list[bytes] = _CRL_BLOCK.findall(data)
+    return result
 
 
 @dataclass(frozen=True)
