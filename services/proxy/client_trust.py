@@ -90,6 +90,7 @@ class DownstreamTrust:
             paths.append(mtls.crl.path)
         self._watch = FileWatch(paths)
         self._contexts: dict[tuple[str, int], SSL.Context] = {}
+        self._intermediate_crls: list[x509.CertificateRevocationList] = []
         self._generation = certificates.generation
         self._load()
 
@@ -116,16 +117,11 @@ class DownstreamTrust:
     def _load(self) -> None:
         cas = {name: _load_cas(source, key) for name, (source, key) in self._sources.items()}
         crls: tuple[x509.CertificateRevocationList, ...] = ()
+        intermediate: list[x509.CertificateRevocationList] = []
         crl_source = self._config.downstream_mtls.crl
         if crl_source is not None and cas:
             crls = _load_crls(crl_source, "downstream_mtls.crl")
-            every_ca = [ca for group in cas.values() for ca in group]
-            for crl in crls:
-                if not any(_signed_by(crl, ca) for ca in every_ca):
-                    raise MaterialError(
-                        f"downstream_mtls.crl: the CRL of {crl.issuer.rfc4514_string()} is "
-                        "not signed by any configured client CA; give the CRL of one of them"
-                    )
+            intermediate = _check_crls(crls, [c for g in cas.values() for c in g])
         route_scopes: list[Scope | None] = []
         hosts: dict[str, list[x509.Certificate]] = {}
         default = self._scope(_GLOBAL, cas[_GLOBAL]) if _GLOBAL in cas else None
@@ -138,7 +134,7 @@ class DownstreamTrust:
             host = parse_from(route.from_url).host
             bucket = hosts.setdefault(host, [])
             bucket += [ca for ca in group if ca not in bucket]
-        self._crls = crls
+        self._crls, self._intermediate_crls = crls, intermediate
         self._routes = route_scopes
         self._default = default
         self._hosts = {host: self._scope(host, tuple(group)) for host, group in hosts.items()}
@@ -194,6 +190,7 @@ class DownstreamTrust:
             store.add_cert(crypto.X509.from_cryptography(ca))
             ctx.add_client_ca(ca)  # names it in the CertificateRequest
         crls = [c for c in self._crls if any(_signed_by(c, ca) for ca in scope.cas)]
+        crls += self._intermediate_crls
         for crl in crls:
             store.add_crl(crl)
         if crls:
@@ -290,6 +287,48 @@ def _describe(error: Exception) -> str:
 
 def _alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
     return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
+
+
+def _check_crls(
+    crls: Sequence[x509.CertificateRevocationList], cas: Sequence[x509.Certificate]
+) -> list[x509.CertificateRevocationList]:
+    """Refuse CRLs no verifier could use; return those of intermediate CAs.
+
+    A CRL signed by none of the configured CAs, under a name none of them has, belongs
+    to an intermediate that clients send in their chains (max_verify_depth above 1):
+    OpenSSL checks its signature against that intermediate at each handshake, and a
+    bad one refuses the certificate (`invalid-client-certificate-crl-unavailable`).
+    """
+    intermediate = []
+    for crl in crls:
+        issuer = crl.issuer.rfc4514_string()
+        signer = next((ca for ca in cas if _signed_by(crl, ca)), None)
+        if signer is None:
+            if any(ca.subject == crl.issuer for ca in cas):
+                raise MaterialError(
+                    f"downstream_mtls.crl: the CRL of {issuer} does not verify with the key "
+                    "of the configured CA of that name; give the CRL that CA signed"
+                )
+            log.info("downstream_mtls.crl: the CRL of %s is an intermediate CA's", issuer)
+            intermediate.append(crl)
+        elif not _may_sign_crls(signer):
+            # OpenSSL would refuse this CRL at every handshake (error 35), and with it
+            # every certificate of that CA: say so once, now.
+            raise MaterialError(
+                f"downstream_mtls.crl: the CRL of {issuer} is signed by a CA whose keyUsage "
+                "lacks cRLSign, so no verifier may use it; sign CRLs with a CA certificate "
+                "that has cRLSign (mkcert's root has not)"
+            )
+    return intermediate
+
+
+def _may_sign_crls(ca: x509.Certificate) -> bool:
+    """RFC 5280 section 4.2.1.3: with a keyUsage extension, cRLSign must be in it."""
+    try:
+        usage = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return usage.crl_sign
 
 
 def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:

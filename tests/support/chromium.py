@@ -10,6 +10,13 @@ The proxy's certificate is trusted by pinning its SubjectPublicKeyInfo
 a persistent context always has): certificate errors stay fatal for every other key, so
 the browser still checks what it would check against a real CA, except the chain.
 
+With `client_certificates`, Playwright itself presents them (Chromium has no certificate
+store of its own here): it sends the browser's connections through a proxy in its Node
+driver, which opens the TLS connection to a matching origin with the certificate and
+verifies the site as Node does (`driver_env` can give it NODE_EXTRA_CA_CERTS). That
+proxy resolves names with the system resolver, which (unlike Chromium) does not know
+`*.localhost`: such origins use plain `localhost`.
+
 Playwright's browser downloads are never used (`playwright install` cannot reach the
 network here): the pip package's driver launches /usr/bin/chromium, which
 tests/tools/install.sh installs. Without either a test skips naming what is missing,
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +38,7 @@ from cryptography import x509
 from shared.pki import spki_sha256_b64
 
 if TYPE_CHECKING:
+    from playwright._impl._api_structures import ClientCertificate
     from playwright.sync_api import BrowserContext
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -73,11 +81,32 @@ def spki_pins(pem_files: Sequence[Path]) -> list[str]:
 
 
 @contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def chromium(
-    tmp_path: Path, *, trust: Sequence[Path] = (), timeout_ms: float = 15_000
+    tmp_path: Path,
+    *,
+    trust: Sequence[Path] = (),
+    timeout_ms: float = 15_000,
+    client_certificates: Sequence[ClientCertificate] = (),
+    driver_env: Mapping[str, str] | None = None,
 ) -> Iterator[BrowserContext]:
     """A fresh profile in `tmp_path/chromium-profile`; `trust` are server certificates
-    (PEM) whose keys the browser accepts without a known CA."""
+    (PEM) whose keys the browser accepts without a known CA; `client_certificates` are
+    Playwright's (origin, pfxPath or certPath/keyPath, passphrase); `driver_env` are
+    environment variables for Playwright's driver process only."""
     require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -87,14 +116,23 @@ def chromium(
         args.append("--ignore-certificate-errors-spki-list=" + ",".join(pins))
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
-    with sync_playwright() as playwright:
+    manager = sync_playwright()
+    with _environment(driver_env or {}):  # the driver starts here and keeps its copy
+        playwright = manager.start()
+    try:
         # A persistent context: Playwright passes `--user-data-dir` itself and refuses
         # it in `args`.
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=args
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=args,
+            client_certificates=list(client_certificates) or None,
         )
         context.set_default_timeout(timeout_ms)
         try:
             yield context
         finally:
             context.close()
+    finally:
+        playwright.stop()

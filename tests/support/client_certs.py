@@ -42,6 +42,8 @@ from tests.support.procs import vallum_once
 CHANGEIT = "changeit"
 # Microsoft's User Principal Name otherName (szOID_NT_PRINCIPAL_NAME).
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
+# An extension nobody implements (the private-enterprise arc of RFC 5612's example).
+UNKNOWN_OID = ObjectIdentifier("1.3.6.1.4.1.32473.1.1")
 
 
 def require_tool(name: str) -> str:
@@ -143,8 +145,8 @@ class MkcertCA:
         return self.caroot / "rootCA-key.pem"
 
     def _mkcert(self, *args: str) -> None:
-        # CAROOT alone picks the CA; TRUST_STORES="" keeps mkcert away from every store.
-        run([require_tool("mkcert"), *args], env={"CAROOT": str(self.caroot), "TRUST_STORES": ""})
+        # CAROOT picks the CA; without -install mkcert only reads the trust stores.
+        run([require_tool("mkcert"), *args], env={"CAROOT": str(self.caroot)})
 
     def client(self, out: Path, name: str, email: str) -> ClientCert:
         """`mkcert -client` as a PEM pair (mkcert's key is PKCS#8 RSA)."""
@@ -307,9 +309,11 @@ class Signer:
         not_after: dt.datetime | None = None,
         send_chain: tuple[Signer, ...] = (),
         break_signature: bool = False,
+        unknown_critical: bool = False,
     ) -> ClientCert:
         """A leaf; `send_chain` are the intermediates written after it in the PEM file
-        (what the client sends); `break_signature` flips the signature's last byte."""
+        (what the client sends); `break_signature` flips the signature's last byte;
+        `unknown_critical` adds a critical extension no verifier knows."""
         now = dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -326,6 +330,11 @@ class Signer:
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        if unknown_critical:
+            # RFC 5280 §4.2: a verifier must reject a certificate with a critical
+            # extension it does not recognise. (An OID under the documentation arc.)
+            unknown = x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00")
+            builder = builder.add_extension(unknown, critical=True)
         leaf = builder.sign(self.key, hashes.SHA256())
         if break_signature:
             der = bytearray(leaf.public_bytes(serialization.Encoding.DER))
@@ -334,17 +343,24 @@ class Signer:
         cert_path, key_path = _write_pair(out, name, [leaf, *(s.cert for s in send_chain)], key)
         return ClientCert(name, cert_path, key_path)
 
-    def empty_crl(self, out: Path) -> Path:
-        """A current CRL that revokes nothing (so that a verifier checking CRLs for every
-        CA in a chain finds one for this CA)."""
+    def crl(self, out: Path, revoked: tuple[ClientCert, ...] = ()) -> Path:
+        """A current CRL of this CA listing `revoked` (an empty one still matters: a
+        verifier checking CRLs for every CA in a chain needs one for this CA)."""
         now = dt.datetime.now(dt.UTC)
-        crl = (
+        builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self.cert.subject)
             .last_update(now - dt.timedelta(minutes=5))
             .next_update(now + dt.timedelta(days=7))
-            .sign(self.key, hashes.SHA256())
         )
+        for cert in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(cert.leaf.serial_number)
+                .revocation_date(now - dt.timedelta(minutes=1))
+                .build()
+            )
+        crl = builder.sign(self.key, hashes.SHA256())
         path = out / f"{_stem(self.cert.subject.rfc4514_string())}.crl.pem"
         path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         return path
@@ -527,7 +543,8 @@ class Material:
     expired: ClientCert
     not_yet_valid: ClientCert
     server_only: ClientCert  # EKU serverAuth only
-    bad_signature: ClientCert
+    bad_signature: ClientCert  # the signature does not verify with CA1's key
+    unknown_critical: ClientCert  # an unrecognised critical extension
     san_dns: ClientCert  # DNS svc.example.com
     san_uri: ClientCert  # URI spiffe://example.com/device/7
     san_ip: ClientCert  # IP 10.1.2.3
@@ -535,6 +552,7 @@ class Material:
     san_partial: ClientCert  # email user@example.com.evil.test, DNS svc.example.com.evil.test
     # other CAs
     chained: ClientCert  # leaf ← chain_inter ← chain_root; the file holds leaf + intermediate
+    chained_revoked: ClientCert  # the same shape, listed in `inter_crl`
     twin_user: ClientCert  # user@example.com from the twin mkcert CA
     stranger: ClientCert  # user@example.com from CA3
     project_user: ClientCert  # user@example.com from CA2, PEM and .p12
@@ -550,12 +568,15 @@ class Material:
     mkcert_root_crl: Path  # `openssl ca -gencrl` over CA1's root, revoking `revoked`
     project_crl: Path  # `vallum ca crl`
     ossl_crl: Path  # `openssl ca -gencrl` over CA4
-    chain_crls: Path  # empty CRLs of chain_root and chain_inter
+    chain_crl: Path  # chain_root's CRL, which revokes nothing
+    # chain_inter's CRL, revoking `chained_revoked`: chain_inter is not in any CA
+    # bundle; clients send it, and OpenSSL checks the CRL against it.
+    inter_crl: Path
     legacy_openssl_conf: Path
 
     def usable_crls(self, out: Path) -> Path:
         """One file with every CRL a verifier can use (all but `mkcert_root_crl`)."""
-        return concat(out, self.project_crl, self.ossl_crl, self.chain_crls)
+        return concat(out, self.project_crl, self.ossl_crl, self.chain_crl)
 
 
 def make_material(base: Path) -> Material:
@@ -624,6 +645,9 @@ def make_material(base: Path) -> Material:
             "bad_signature": signer.issue(
                 out, "bad-signature", [email("user@example.com")], break_signature=True
             ),
+            "unknown_critical": signer.issue(
+                out, "unknown-critical", [email("user@example.com")], unknown_critical=True
+            ),
             "san_dns": signer.issue(out, "san-dns", [x509.DNSName("svc.example.com")]),
             "san_uri": signer.issue(
                 out, "san-uri", [x509.UniformResourceIdentifier("spiffe://example.com/device/7")]
@@ -640,11 +664,13 @@ def make_material(base: Path) -> Material:
             "chained": chain_inter.issue(
                 out, "chained", [email("user@example.com")], send_chain=(chain_inter,)
             ),
+            "chained_revoked": chain_inter.issue(
+                out, "chained-revoked", [email("user@example.com")], send_chain=(chain_inter,)
+            ),
             "stranger": other.issue(out, "stranger", [email("user@example.com")]),
         }
-        chain_crls = concat(
-            out / "chain-crls.pem", chain_root.empty_crl(out), chain_inter.empty_crl(out)
-        )
+        chain_crl = chain_root.crl(out)
+        inter_crl = chain_inter.crl(out, (made["chained_revoked"],))
 
         def mkcert_root_crl() -> Path:
             over_mkcert = OpenSSLCA(base / "openssl-over-mkcert", mk.root, mk.root_key)
@@ -684,7 +710,8 @@ def make_material(base: Path) -> Material:
             mkcert_root_crl=crls[0].result(),
             project_crl=crls[1].result(),
             ossl_crl=crls[2].result(),
-            chain_crls=chain_crls,
+            chain_crl=chain_crl,
+            inter_crl=inter_crl,
             legacy_openssl_conf=legacy_openssl_conf(out / "openssl-legacy.cnf"),
             **made,
         )
