@@ -23,10 +23,10 @@ from tests.support.client_certs import (
     ProjectCA,
     concat,
     mkcert_ca,
-    require_tool,
 )
 from tests.support.net import free_port
 from tests.support.stack import all_in_one, upstream
+from tests.support.tools import require_tool
 
 if TYPE_CHECKING:
     from playwright._impl._api_structures import ClientCertificate

@@ -42,11 +42,11 @@ from tests.support.client_certs import (
     concat,
     make_material,
     replace_file,
-    require_tool,
 )
 from tests.support.net import free_port
 from tests.support.procs import vallum_once
 from tests.support.stack import Upstream, Vallum, all_in_one, route_host, upstream
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.integration
 

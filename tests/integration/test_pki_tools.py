@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -19,17 +18,9 @@ from pathlib import Path
 import pytest
 
 from shared import pki
+from tests.support.tools import require_tool as tool
 
 pytestmark = pytest.mark.integration
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None,

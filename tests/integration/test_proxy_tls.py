@@ -37,20 +37,12 @@ from tests.support.certs import Pair
 from tests.support.net import free_port
 from tests.support.procs import Proc
 from tests.support.stack import Upstream, Vallum, all_in_one, route_host, upstream
+from tests.support.tools import require_tool as tool
 
 pytestmark = pytest.mark.integration
 
 NO_CLIENT_CERT = "no client certificate available"
 PUBLIC: dict[str, Any] = {"allow_public_unauthenticated_access": True}
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def mkcert(caroot: Path, out: Path, name: str, *args: str) -> Pair:

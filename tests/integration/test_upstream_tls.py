@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,20 +24,12 @@ from shared.config import Route, Source, WeightedURL
 from tests.support.certs import Pair, raw_pair
 from tests.support.net import free_port
 from tests.support.procs import Proc
+from tests.support.tools import require_tool as tool
 
 pytestmark = pytest.mark.integration
 
 NO_CLIENT_CERT = "no client certificate available"
 APP_NAME = "app.internal.test"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from tests.support.procs import vallum_once
+from tests.support.tools import require_tool
 
 # mkcert writes every PKCS#12 file with this password (its docs say so).
 CHANGEIT = "changeit"
@@ -44,16 +44,6 @@ CHANGEIT = "changeit"
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 # An extension nobody implements (the private-enterprise arc of RFC 5612's example).
 UNKNOWN_OID = ObjectIdentifier("1.3.6.1.4.1.32473.1.1")
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip without it, or fail under CI=true (install.sh installs it)."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is required under CI=true but is not installed")
-        pytest.skip(f"{name} not installed")
-    return path
 
 
 def run(argv: list[str], *, env: dict[str, str] | None = None) -> str:

@@ -8,12 +8,20 @@ import socket
 import time
 from pathlib import Path
 
+# Ports this test process has handed out. The kernel may offer a port again as soon as
+# the probe socket closes, and a test that asks for several ports (proxy, authorize,
+# sessions) before any is bound must get distinct ones.
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
