@@ -111,7 +111,10 @@ def prepare(config: Config) -> dict[str, dict[str, str]]:
                 "INTERNAL_CERTIFICATE_KEY_FILE": str(pki / f"{service}-key.pem"),
             }
         if not config.insecure_server and config.certificate is None and not config.certificates:
-            hosts = [*route_hosts(config), "localhost", "127.0.0.1"]
+            # With autocert the route hosts get public certificates; the internal one
+            # only serves direct checks such as https://localhost/healthz.
+            routes = [] if config.autocert else route_hosts(config)
+            hosts = [*routes, "localhost", "127.0.0.1"]
             cert = pki / "proxy-server.pem"
             if _needs_issue(cert, hosts):
                 write_issued(issue_server(ca, hosts), pki, "proxy-server", force=True)

@@ -1,4 +1,4 @@
-"""The `vallum` command: run, check, ca, policy."""
+"""The `vallum` command: run, check, ca, policy, autocert."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.commands import ca, check, demo, policy, run
+from services.commands import autocert, ca, check, demo, policy, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(sub)
     ca.add_parser(sub)
     policy.add_parser(sub)
+    autocert.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

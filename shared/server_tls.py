@@ -55,12 +55,19 @@ def dns_names(cert: x509.Certificate) -> list[str]:
 
 
 class CertificateSet:
-    """The current certificates by name, swapped as a whole on reload."""
+    """The current certificates by name, swapped as a whole on reload.
 
-    def __init__(self, sources: Sequence[PairSource]) -> None:
-        if not sources:
+    Besides the configured pairs, `set_dynamic` adds certificates obtained at run time
+    (autocert), each for one exact name; a configured pair that names a host wins over
+    them. `fallback` is the default when no pair is configured at all.
+    """
+
+    def __init__(self, sources: Sequence[PairSource], *, fallback: KeyPair | None = None) -> None:
+        if not sources and fallback is None:
             raise MaterialError("no server certificate configured")
         self._sources = list(sources)
+        self._fallback = fallback
+        self._dynamic: dict[str, tuple[ssl.SSLContext, KeyPair]] = {}
         self._watch = FileWatch([p for s in sources for p in (s.cert.path, s.key.path)])
         self._by_name: dict[str, tuple[ssl.SSLContext, KeyPair]] = {}
         self._default: tuple[ssl.SSLContext, KeyPair]
@@ -82,8 +89,22 @@ class CertificateSet:
             default = default or entry
             for name in dns_names(pair.leaf):
                 by_name.setdefault(name, entry)
-        assert default is not None
+        if default is None:
+            assert self._fallback is not None
+            default = (context_for(self._fallback), self._fallback)
         self._by_name, self._default = by_name, default
+        self.generation += 1
+
+    def covers(self, server_name: str) -> bool:
+        """Whether a configured pair names `server_name` (exactly or by wildcard)."""
+        name = server_name.lower()
+        if name in self._by_name:
+            return True
+        return "." in name and "*." + name.split(".", 1)[1] in self._by_name
+
+    def set_dynamic(self, server_name: str, pair: KeyPair) -> None:
+        """Serve `pair` for `server_name` from the next handshake on."""
+        self._dynamic[server_name.lower()] = (context_for(pair), pair)
         self.generation += 1
 
     def _select(self, sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
@@ -104,6 +125,8 @@ class CertificateSet:
             entry = self._by_name.get(name)
             if entry is None and "." in name:
                 entry = self._by_name.get("*." + name.split(".", 1)[1])
+            if entry is None:
+                entry = self._dynamic.get(name)
             if entry is not None:
                 return entry
         return self._default

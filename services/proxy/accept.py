@@ -1,13 +1,16 @@
-"""The HTTPS listener when some hosts ask for client certificates: TLS stack by SNI.
+"""The HTTPS listener when some hosts ask for client certificates, or autocert is on:
+TLS stack by SNI and ALPN.
 
 Each accepted socket's ClientHello is peeked at (MSG_PEEK: the bytes stay in the
-socket for whichever TLS stack reads them) to learn the server name. Hosts that ask
-for client certificates get pyOpenSSL (OpenSSLTransport, a verify callback that lets
-the verdict reach a 495 page); every other connection gets the event loop's own TLS
-with the usual SNI certificate choice, at no extra cost per request.
+socket for whichever TLS stack reads them) to learn the server name and the offered
+protocols. Hosts that ask for client certificates get pyOpenSSL (OpenSSLTransport, a
+verify callback that lets the verdict reach a 495 page). An ACME server validating
+TLS-ALPN-01 (it offers only `acme-tls/1`) gets the validation certificate and a closed
+connection. Every other connection gets the event loop's own TLS with the usual SNI
+certificate choice, at no extra cost per request.
 
-Without any client CA configured the proxy does not use this at all: the event
-loop's server accepts and handshakes by itself.
+Without a client CA or autocert the proxy does not use this at all: the event loop's
+server accepts and handshakes by itself.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from services.proxy.autocert.challenges import ACME_TLS_ALPN
 from services.proxy.client_hello import MAX_HELLO, Hello, NotTLS, read_hello
 from services.proxy.client_trust import DownstreamTrust
 from services.proxy.openssl_transport import HANDSHAKE_TIMEOUT, OpenSSLTransport
@@ -33,6 +38,8 @@ PEEK_AGAIN = 0.005
 ACCEPT_BACKOFF = 0.1
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+# host → the TLS-ALPN-01 validation context while a challenge is pending, else None.
+AlpnChallenges = Callable[[str], ssl.SSLContext | None]
 
 
 class SniAcceptor:
@@ -41,12 +48,14 @@ class SniAcceptor:
         sock: socket.socket,
         factory: ProtocolFactory,
         certificates: CertificateSet,
-        trust: DownstreamTrust,
+        trust: DownstreamTrust | None,
+        acme_tls_alpn: AlpnChallenges | None = None,
     ) -> None:
         self._sock = sock
         self._factory = factory
         self._certificates = certificates
         self._trust = trust
+        self._acme_tls_alpn = acme_tls_alpn
         self._loop = asyncio.get_running_loop()
         self._pending: set[_Peek] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,8 +97,12 @@ class SniAcceptor:
 
     def dispatch(self, conn: socket.socket, hello: Hello) -> None:
         name = hello.server_name
-        scope = self._trust.scope_for(name)
-        if scope is None:
+        if ACME_TLS_ALPN in hello.alpn and self._acme_tls_alpn is not None:
+            self._acme_validation(conn, name)
+            return
+        trust = self._trust
+        scope = trust.scope_for(name) if trust is not None else None
+        if scope is None or trust is None:
             self._run(
                 self._loop.connect_accepted_socket(
                     self._factory,
@@ -99,13 +112,27 @@ class SniAcceptor:
                 )
             )
             return
-        tls = self._trust.connection(scope, name)
+        tls = trust.connection(scope, name)
         self._run(
             self._loop.connect_accepted_socket(
                 lambda: OpenSSLTransport(
-                    tls, self._factory, self._trust.handshake_done, self._trust.handshake_failed
+                    tls, self._factory, trust.handshake_done, trust.handshake_failed
                 ),
                 conn,
+            )
+        )
+
+    def _acme_validation(self, conn: socket.socket, name: str | None) -> None:
+        """RFC 8737 section 3: only a pending challenge's host gets a handshake."""
+        ctx = self._acme_tls_alpn(name) if name and self._acme_tls_alpn else None
+        if ctx is None:
+            log.info("TLS-ALPN-01 validation for %s, which has no pending challenge", name)
+            conn.close()
+            return
+        log.info("answering a TLS-ALPN-01 validation for %s", name)
+        self._run(
+            self._loop.connect_accepted_socket(
+                _CloseAfterHandshake, conn, ssl=ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
             )
         )
 
@@ -119,6 +146,13 @@ class SniAcceptor:
         if not task.cancelled() and task.exception() is not None:
             # A failed handshake on the loop's own TLS: the client's problem, not ours.
             log.debug("TLS handshake failed: %s", task.exception())
+
+
+class _CloseAfterHandshake(asyncio.Protocol):
+    """The validation is the handshake itself; nothing is served after it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 class _Peek:

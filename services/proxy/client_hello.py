@@ -18,6 +18,7 @@ RECORD_HEADER: Final = 5
 HANDSHAKE: Final = 0x16
 CLIENT_HELLO: Final = 0x01
 SERVER_NAME: Final = 0x0000
+ALPN: Final = 0x0010  # RFC 7301 section 3.1
 HOST_NAME: Final = 0x00
 # A ClientHello with post-quantum key shares is a few KiB; one past this is refused
 # rather than buffered for ever.
@@ -26,9 +27,12 @@ MAX_HELLO: Final = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """A complete ClientHello: `server_name` is None when the client sent none."""
+    """A complete ClientHello: `server_name` is None when the client sent none; `alpn`
+    the protocols it offers (an ACME server validating TLS-ALPN-01 offers only
+    `acme-tls/1`, RFC 8737 section 3)."""
 
     server_name: str | None
+    alpn: tuple[bytes, ...] = ()
 
 
 class NeedMore:
@@ -47,7 +51,7 @@ def read_hello(data: bytes) -> Hello | NeedMore:
     message = _handshake_message(data)
     if isinstance(message, NeedMore):
         return message
-    return Hello(_server_name(message))
+    return _hello(message)
 
 
 def _handshake_message(data: bytes) -> bytes | NeedMore:
@@ -104,21 +108,33 @@ class _Reader:
         return self.pos >= len(self.data)
 
 
-def _server_name(hello: bytes) -> str | None:
+def _hello(hello: bytes) -> Hello:
     r = _Reader(hello)
     r.take(2 + 32)  # legacy_version, random
     r.vector(1)  # legacy_session_id
     r.vector(2)  # cipher_suites
     r.vector(1)  # legacy_compression_methods
     if r.done:
-        return None  # no extensions at all (an old client)
+        return Hello(None)  # no extensions at all (an old client)
+    name: str | None = None
+    alpn: tuple[bytes, ...] = ()
     extensions = _Reader(r.vector(2))
     while not extensions.done:
         kind = extensions.number(2)
         data = extensions.vector(2)
         if kind == SERVER_NAME:
-            return _host_name(data)
-    return None
+            name = _host_name(data)
+        elif kind == ALPN:
+            alpn = _protocols(data)
+    return Hello(name, alpn)
+
+
+def _protocols(extension: bytes) -> tuple[bytes, ...]:
+    names = _Reader(_Reader(extension).vector(2))
+    found = []
+    while not names.done:
+        found.append(names.vector(1))
+    return tuple(found)
 
 
 def _host_name(extension: bytes) -> str | None:

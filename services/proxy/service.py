@@ -17,6 +17,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services.proxy.accept import SniAcceptor
+from services.proxy.autocert.manager import Autocert, self_signed
+from services.proxy.autocert.store import StoreError
 from services.proxy.check_client import CheckClient
 from services.proxy.client_trust import DownstreamTrust
 from services.proxy.handler import Handler
@@ -57,6 +59,7 @@ class Proxy:
     pool: Pool
     sessions: ServiceChannel
     trust: DownstreamTrust | None = None
+    autocert: Autocert | None = None
     server: asyncio.Server | None = None
     acceptor: SniAcceptor | None = None
     redirect_server: asyncio.Server | None = None
@@ -102,6 +105,8 @@ class Proxy:
             log.warning("requests still running after %.0fs; closing them", grace)
         for conn in list(self.connections):
             conn.abort()
+        if self.autocert is not None:
+            await self.autocert.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -118,13 +123,26 @@ async def ping(request: Request) -> Response:
 async def start(config: Config) -> Proxy:
     tls = internal_tls(config)
     sources = certificate_sources(config)
-    if not sources and not config.insecure_server:
+    if not sources and not config.insecure_server and not config.autocert:
         raise StartupError(
             "certificate_file: the proxy needs a server certificate (certificate_file + "
             "certificate_key_file, or certificates), or insecure_server: true behind a "
             "TLS-terminating load balancer"
         )
-    certificates = None if config.insecure_server else CertificateSet(sources)
+    autocert: Autocert | None = None
+    if config.insecure_server:
+        certificates = None
+    elif config.autocert:
+        hosts = config.autocert_hosts()
+        certificates = CertificateSet(
+            sources, fallback=self_signed(hosts[0] if hosts else "localhost")
+        )
+        try:
+            autocert = Autocert(config, certificates)
+        except (StoreError, MaterialError) as e:
+            raise StartupError(str(e)) from None
+    else:
+        certificates = CertificateSet(sources)
     trust = None
     if certificates is not None:
         try:
@@ -142,6 +160,7 @@ async def start(config: Config) -> Proxy:
     check = CheckClient(channel)
     pool = Pool()
     proxy = Proxy(config, channel, certificates, check, pool, sessions, trust)
+    proxy.autocert = autocert
     assert config.shared_secret is not None  # WellKnown needs it too, checked above
     routes = ProxyRoutes(config)
     user = UserPages(sessions, HandleCodec(config.shared_secret), config.cookie_name)
@@ -171,10 +190,15 @@ async def start(config: Config) -> Proxy:
     sock = bind(format_address(config.address), "address", reuse_port=config.proxy_workers > 1)
     proxy.bound = "{}:{}".format(*sock.getsockname()[:2])
     loop = asyncio.get_running_loop()
-    if trust is not None and certificates is not None:
-        # Some hosts ask for client certificates: choose the TLS stack by SNI.
+    if (trust is not None or autocert is not None) and certificates is not None:
+        # Some hosts ask for client certificates, or TLS-ALPN-01 must be answered:
+        # choose the TLS stack by SNI and ALPN.
         proxy.acceptor = SniAcceptor(
-            sock, lambda: HttpConnection(handler, proxy.connections), certificates, trust
+            sock,
+            lambda: HttpConnection(handler, proxy.connections),
+            certificates,
+            trust,
+            autocert.tls_alpn01_context if autocert is not None else None,
         )
         proxy.acceptor.start()
     else:
@@ -191,7 +215,12 @@ async def start(config: Config) -> Proxy:
             reuse_port=config.proxy_workers > 1,
         )
         proxy.redirect_server = await loop.create_server(
-            lambda: HttpConnection(RedirectToHTTPS(config.address.port), proxy.connections),
+            lambda: HttpConnection(
+                RedirectToHTTPS(
+                    config.address.port, autocert.http01 if autocert is not None else None
+                ),
+                proxy.connections,
+            ),
             sock=redirect_sock,
         )
         proxy.redirect_bound = "{}:{}".format(*redirect_sock.getsockname()[:2])
@@ -200,6 +229,8 @@ async def start(config: Config) -> Proxy:
     proxy.tasks.append(asyncio.create_task(reap_idle(proxy.connections)))
     if certificates is not None:
         proxy.tasks.append(asyncio.create_task(watch_certificates(certificates, trust)))
+    if autocert is not None:
+        autocert.start()  # after the listeners: validation requests must find them
     proxy.tasks.append(asyncio.create_task(report_reachability(channel, "authorize")))
     return proxy
 

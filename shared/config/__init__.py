@@ -9,6 +9,8 @@ from shared.config.load import load_config
 from shared.config.model import (
     ALL_SERVICES,
     ENFORCEMENT_MODES,
+    LETS_ENCRYPT,
+    LETS_ENCRYPT_STAGING,
     SAN_KINDS,
     Address,
     CertificatePair,
@@ -26,6 +28,8 @@ from shared.config.parse import parse_config
 __all__ = [
     "ALL_SERVICES",
     "ENFORCEMENT_MODES",
+    "LETS_ENCRYPT",
+    "LETS_ENCRYPT_STAGING",
     "SAN_KINDS",
     "Address",
     "CertificatePair",

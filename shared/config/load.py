@@ -106,7 +106,7 @@ class _FileReader:
             elif key.file is FileMode.SECRET and getattr(config, key.file_key) is not None:
                 updates[key.field] = self._secret(getattr(config, key.file_key), label)
             elif key.file is FileMode.TEXT and getattr(config, key.file_key) is not None:
-                updates[key.field] = self._text(getattr(config, key.file_key), label)
+                updates[key.field] = self._text(getattr(config, key.file_key), label, key.check)
         updates["certificates"] = tuple(
             replace(
                 pair,
@@ -181,7 +181,7 @@ class _FileReader:
             self._problems.append(Problem(label, f"{path}: {exc}"))
             return None
 
-    def _text(self, path: str, label: str) -> str | None:
+    def _text(self, path: str, label: str, check: PemCheck | None = None) -> str | None:
         try:
             data = read_file(path)
         except FieldError as exc:
@@ -196,4 +196,10 @@ class _FileReader:
         if not text:
             self._problems.append(Problem(label, f"{path}: is empty"))
             return None
+        if check is not None:
+            try:
+                check(text.encode())
+            except FieldError as exc:
+                self._problems.append(Problem(label, f"{path}: {exc}"))
+                return None
         return text

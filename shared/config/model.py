@@ -7,6 +7,8 @@ disagree about what an omitted key means.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,6 +21,17 @@ DEFAULT_IDP_SCOPES = ("openid", "profile", "email", "offline_access")
 ENFORCEMENT_MODES = ("policy_with_default_deny", "policy", "reject_connection")
 # Pomerium's SAN types for downstream_mtls.match_subject_alt_names.
 SAN_KINDS = ("dns", "email", "ip_address", "uri", "user_principal_name")
+# The ACME directories autocert uses unless autocert_ca names another.
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _empty_map() -> Mapping[str, Any]:
@@ -229,6 +242,23 @@ class Config:
     certificate_key: Source | None = None
     certificates: tuple[CertificatePair, ...] = ()
 
+    # Certificates for route hosts from an ACME CA, kept in autocert_dir (None:
+    # <data_dir>/autocert). autocert_ca, when set, is used instead of Let's Encrypt
+    # (production, or staging with autocert_use_staging).
+    autocert: bool = False
+    autocert_dir: str | None = None
+    autocert_ca: str | None = None
+    autocert_use_staging: bool = False
+    autocert_email: str | None = None
+    autocert_must_staple: bool = False
+    # External account binding (RFC 8555 section 7.3.4), for CAs that require it. The
+    # MAC key is the base64url text as the CA issued it: a secret, so out of repr.
+    autocert_eab_key_id: str | None = None
+    autocert_eab_mac_key: str | None = field(default=None, repr=False)
+    autocert_eab_mac_key_file: str | None = None
+    # CAs trusted for a private ACME server's HTTPS, on top of the system store.
+    autocert_trusted_ca: Source | None = None
+
     downstream_mtls: DownstreamMTLS = DownstreamMTLS()
     # Pomerium's older global name for downstream_mtls.ca; the two may not both be set.
     client_ca: Source | None = None
@@ -271,6 +301,46 @@ class Config:
     @property
     def all_in_one(self) -> bool:
         return self.services == ALL_SERVICES
+
+    @property
+    def autocert_directory(self) -> str:
+        """Where the proxy keeps what autocert obtains (no I/O: the path only)."""
+        return self.autocert_dir or os.path.join(self.data_dir, "autocert")
+
+    @property
+    def acme_directory_url(self) -> str:
+        if self.autocert_ca is not None:
+            return self.autocert_ca
+        return LETS_ENCRYPT_STAGING if self.autocert_use_staging else LETS_ENCRYPT
+
+    def autocert_hosts(self) -> tuple[str, ...]:
+        """The names autocert obtains certificates for: each https route's host, once,
+        in config order, then authenticate_service_url's host when this process runs
+        the proxy; none while autocert is off.
+
+        Wildcards are left out (only DNS-01 can prove them, and the proxy answers
+        HTTP-01 and TLS-ALPN-01), as are IP addresses (orders name DNS identifiers).
+        """
+        if not self.autocert:
+            return ()
+        # Imported here: shared.routing imports this module for Route.
+        from shared.routing.authority import parse_from
+
+        hosts: dict[str, None] = {}
+        # The sign-in host too, when the proxy serves it (Pomerium's autocert covers it).
+        urls = [route.from_url for route in self.routes]
+        if self.authenticate_service_url and "proxy" in self.services:
+            urls.append(self.authenticate_service_url)
+        for url in urls:
+            try:
+                authority = parse_from(url)
+            except ValueError:
+                continue  # only a Config built by hand can hold such a route
+            if authority.scheme != "https" or authority.is_wildcard:
+                continue
+            if not is_ip_literal(authority.name):
+                hosts.setdefault(authority.name)
+        return tuple(hosts)
 
     def passes_identity_headers(self, route: Route) -> bool:
         """The route's own setting, else the global one, else off."""

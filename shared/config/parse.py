@@ -17,6 +17,7 @@ from shared.config.assertion import (
     parse_jwt_groups_filter,
     parse_jwt_issuer_format,
 )
+from shared.config.autocert import AUTOCERT_KEYS, autocert_notices, check_autocert
 from shared.config.errors import ConfigError, FieldError, Problem
 from shared.config.fields import (
     got,
@@ -126,6 +127,7 @@ TOP_KEYS: tuple[Key, ...] = (
     source_key("certificate", PemKind.CERT),
     source_key("certificate_key", PemKind.KEY),
     Key("certificates", _parse_certificates, env=False),
+    *AUTOCERT_KEYS,
     *MTLS_KEYS,
     source_key("certificate_authority", PemKind.CERT),
     source_key("internal_certificate", PemKind.CERT),
@@ -227,8 +229,10 @@ def parse_config_partial(
     _check(config, given, ctx)
     check_storage(config, given, ctx)
     check_mtls(given, ctx)
+    check_autocert(config, given, ctx)
     config = check_sign_in(config, given, ctx)
-    config = replace(config, notices=tuple(mtls_notices(config, given)))
+    notices = [*mtls_notices(config, given), *autocert_notices(config, given)]
+    config = replace(config, notices=tuple(notices))
     problems.extend(compile_routes(config.routes, config)[1])
     return config, problems
 

@@ -75,7 +75,8 @@ class Key:
     file: FileMode = FileMode.NONE
     pem: PemKind = PemKind.CERT
     # Checks PEM bytes beyond their labels, inline or once load.py has read the file;
-    # raises FieldError.
+    # raises FieldError. For a TEXT key, load.py runs it on the file's text (the inline
+    # value is the parser's to check), which parsing alone cannot see.
     check: Callable[[bytes], None] | None = None
 
     @property

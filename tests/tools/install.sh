@@ -7,6 +7,8 @@ need=()
 command -v mkcert >/dev/null || need+=(mkcert)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# Let's Encrypt's ACME test server (+ pebble-challtestsrv) for autocert: tests/support/pebble.py
+command -v pebble >/dev/null || need+=(pebble)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/tools/install.sh: installing ${need[*]}"

@@ -1,0 +1,129 @@
+"""Autocert's parts that need no ACME server: the TLS-ALPN-01 certificate, HTTP-01
+targets, renewal timing, backoff, and the shared directory (files and locks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from services.proxy.autocert import manager
+from services.proxy.autocert.challenges import (
+    ACME_IDENTIFIER,
+    http01_token,
+    tls_alpn01_certificate,
+)
+from services.proxy.autocert.store import AutocertStore, HostState, StoreError, check_host
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def leaf(names: list[str], days_total: float, days_left: float) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+    start = NOW - dt.timedelta(days=days_total - days_left)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days_total))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_tls_alpn01_certificate_follows_rfc_8737() -> None:
+    pair = tls_alpn01_certificate("app.example.com", "token.thumbprint")
+    ext = pair.leaf.extensions.get_extension_for_oid(ACME_IDENTIFIER)
+    assert ext.critical
+    digest = hashlib.sha256(b"token.thumbprint").digest()
+    assert ext.value.public_bytes() == b"\x04\x20" + digest  # DER OCTET STRING
+    san = pair.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["app.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("target", "token"),
+    [
+        (b"/.well-known/acme-challenge/abc_DEF-123", "abc_DEF-123"),
+        (b"/.well-known/acme-challenge/abc?x=1", "abc"),
+        (b"/.well-known/acme-challenge/", None),
+        (b"/.well-known/other/abc", None),
+        (b"/", None),
+    ],
+)
+def test_http01_targets(target: bytes, token: str | None) -> None:
+    assert http01_token(target) == token
+
+
+def test_renewal_is_due_with_a_third_of_the_lifetime_left() -> None:
+    cert = leaf(["app.test"], days_total=90, days_left=40)
+    due = manager.renewal_time(cert, "app.test")
+    assert due == pytest.approx((NOW + dt.timedelta(days=10)).timestamp(), abs=5)
+    near = leaf(["app.test"], days_total=90, days_left=20)
+    assert manager.renewal_time(near, "app.test") < NOW.timestamp()
+
+
+def test_a_certificate_for_other_names_is_due_at_once() -> None:
+    assert manager.renewal_time(leaf(["other.test"], 90, 80), "app.test") == 0.0
+
+
+def test_backoff_grows_with_jitter_and_stops_growing() -> None:
+    for failures in range(1, 30):
+        base = min(manager.RETRY_FIRST * 2 ** (failures - 1), manager.RETRY_MAX)
+        for _ in range(20):
+            assert base * 0.5 <= manager.retry_delay(failures) <= base
+    delays = {round(manager.retry_delay(3), 3) for _ in range(50)}
+    assert len(delays) > 10  # jitter: replicas do not retry in step
+
+
+def test_store_round_trip_and_modes(tmp_path: Path) -> None:
+    store = AutocertStore(tmp_path / "ac")
+    assert store.certificate("app.test") is None
+    store.save_certificate("app.test", b"CHAIN", b"KEY")
+    assert store.certificate("app.test") == (b"CHAIN", b"KEY")
+    chain, key = store.certificate_paths("app.test")
+    assert chain.stat().st_mode & 0o777 == 0o644
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "ac").stat().st_mode & 0o777 == 0o700
+    store.save_state("app.test", HostState(failures=2, last_error="refused", next_attempt=5.0))
+    state = store.state("app.test")
+    assert (state.failures, state.last_error, state.next_attempt) == (2, "refused", 5.0)
+    assert store.hosts() == ["app.test"]
+
+
+def test_store_refuses_names_that_could_leave_it(tmp_path: Path) -> None:
+    store = AutocertStore(tmp_path / "ac")
+    for bad in ("../etc", "a/b", "", "APP.test", "*.app.test", "a..b"):
+        with pytest.raises(StoreError):
+            check_host(bad)
+    with pytest.raises(StoreError):
+        store.put_http01("../../x", "k")
+    assert store.http01("../../x") is None
+    store.put_http01("tok_ABCDEFGHIJKLMNOP", "tok.thumb")
+    assert store.http01("tok_ABCDEFGHIJKLMNOP") == b"tok.thumb"
+    store.remove_http01("tok_ABCDEFGHIJKLMNOP")
+    assert store.http01("tok_ABCDEFGHIJKLMNOP") is None
+
+
+def test_the_host_lock_is_exclusive(tmp_path: Path) -> None:
+    one, two = AutocertStore(tmp_path / "ac"), AutocertStore(tmp_path / "ac")
+    with one.lock("app.test", wait=False) as first:
+        assert first
+        with two.lock("app.test", wait=False) as second:
+            assert not second  # another holder (a replica) has it
+        with two.lock("other.test", wait=False) as other:
+            assert other
+    with two.lock("app.test", wait=False) as after:
+        assert after
