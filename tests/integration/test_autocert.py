@@ -225,3 +225,65 @@ def test_two_proxy_workers_sharing_autocert_dir_order_once(tmp_path: Path, app: 
         assert len(serials) == len(HOSTS)  # one certificate per host, served by both
         for host in HOSTS:  # both workers ran autocert; one of them ordered
             assert v.proc.output.count(f"autocert: {host}: ordering a certificate") == 1
+
+
+def test_a_refused_host_is_contained(tmp_path: Path, app: Upstream) -> None:
+    """The ACME server refuses one host by policy: that host keeps its self-signed
+    stand-in and its failure is logged and kept for `vallum autocert status`; the other
+    host gets its certificate all the same."""
+    port, redirect = free_port(), free_port()
+    with (
+        pebble(tmp_path, http_port=redirect, tls_port=port, blocked=["app2.test"]) as acme,
+        all_in_one(
+            tmp_path,
+            routes(port, app),
+            port,
+            http_redirect_addr=f"127.0.0.1:{redirect}",
+            **autocert_keys(acme, tmp_path / "ac"),
+        ) as v,
+    ):
+        roots = acme.roots_pem()
+        assert wait_until("app1.test", lambda: served(port, "app1.test", roots), 60).status == 200
+        wait_until("app2.test's failure", lambda: "autocert: app2.test: " in v.proc.output
+                   and "(failure 1)" in v.proc.output, 30)  # fmt: skip
+        failure = next(
+            ln
+            for ln in v.proc.output.splitlines()
+            if "autocert: app2.test:" in ln and "failure" in ln
+        )
+        assert "refused" in failure or "rejectedIdentifier" in failure, failure
+        # app2.test still answers TLS, with the stand-in (not trusted, not broken).
+        with pytest.raises(ssl.SSLCertVerificationError):
+            served(port, "app2.test", roots)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            insecure.wrap_socket(raw, server_hostname="app2.test") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True) or b""
+        assert "no certificate yet" in x509.load_der_x509_certificate(der).subject.rfc4514_string()
+        result = vallum_once("autocert", "status", "--config", str(v.config_path), "--json")
+        status = {e["host"]: e for e in json.loads(result.stdout)}
+        assert status["app2.test"]["state"] == "none"
+        assert status["app2.test"]["failures"] >= 1 and status["app2.test"]["last_error"]
+        assert status["app1.test"]["state"] == "valid"
+
+
+def test_external_account_binding(tmp_path: Path, app: Upstream) -> None:
+    port = free_port()
+    key_id, mac = "vallum-test", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+    with (
+        pebble(tmp_path, http_port=free_port(), tls_port=port, eab={key_id: mac}) as acme,
+        all_in_one(
+            tmp_path,
+            routes(port, app)[:1],
+            port,
+            autocert_eab_key_id=key_id,
+            autocert_eab_mac_key=mac,
+            **autocert_keys(acme, tmp_path / "ac"),
+        ),
+    ):
+        roots = acme.roots_pem()
+        assert wait_until("an EAB-bound account's certificate",
+                          lambda: served(port, HOSTS[0], roots), 60).status == 200  # fmt: skip

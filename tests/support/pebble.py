@@ -39,6 +39,8 @@ The knobs of `pebble(...)`:
   certificate URL then answers with `Link: rel="alternate"` chains, one per extra root,
   each ending in one of `roots_pem()`.
 - `extra_env`: anything else for pebble's environment, and it wins over the defaults.
+- `blocked` (`domainBlocklist`): names pebble refuses to issue for (`rejectedIdentifier`),
+  as a CA refuses a host by policy.
 
 Made deterministic here (pebble's defaults are deliberately hostile, to catch clients
 that do not retry): `PEBBLE_VA_NOSLEEP=1` (no random 0-15 s sleep before each validation),
@@ -75,7 +77,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +266,7 @@ def pebble(
     chain_length: int | None = None,
     alternate_roots: int | None = None,
     extra_env: Mapping[str, str] | None = None,
+    blocked: Sequence[str] = (),
 ) -> Iterator[Pebble]:
     """Start pebble-challtestsrv and pebble on free loopback ports; stop both on exit.
     The knobs are described in the module docstring."""
@@ -291,6 +294,8 @@ def pebble(
         config["externalAccountMACKeys"] = dict(eab)
     if validity_seconds is not None:
         config["certificateValidityPeriod"] = validity_seconds
+    if blocked:
+        config["domainBlocklist"] = list(blocked)
     config_path = workdir / "pebble-config.json"
     config_path.write_text(json.dumps({"pebble": config}, indent=2))
     env = dict(QUIET_ENV)

@@ -127,3 +127,24 @@ def test_the_host_lock_is_exclusive(tmp_path: Path) -> None:
             assert other
     with two.lock("app.test", wait=False) as after:
         assert after
+
+
+@pytest.mark.parametrize("must_staple", [False, True])
+def test_the_csr_names_the_host_and_asks_for_stapling_when_told(must_staple: bool) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from services.proxy.autocert.acme_client import csr_for
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    csr = x509.load_pem_x509_csr(csr_for("app.test", pem, must_staple=must_staple))
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["app.test"]
+    try:
+        feature = csr.extensions.get_extension_for_class(x509.TLSFeature).value
+    except x509.ExtensionNotFound:
+        assert not must_staple
+    else:
+        assert must_staple and x509.TLSFeatureType.status_request in feature

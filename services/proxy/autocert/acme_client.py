@@ -80,7 +80,7 @@ def obtain(
     """The full chain (PEM) for `host` and the key `key_pem`; raises AcmeFailure."""
     try:
         acme, account_key = _client(settings, store)
-        csr = acme_crypto.make_csr(key_pem, [host], must_staple=settings.must_staple)
+        csr = csr_for(host, key_pem, must_staple=settings.must_staple)
         order = acme.new_order(csr)
         published: list[tuple[str, str]] = []
         try:
@@ -116,6 +116,11 @@ def obtain(
     if not order.fullchain_pem:
         raise AcmeFailure("the ACME server sent no certificate")
     return order.fullchain_pem.encode()
+
+
+def csr_for(host: str, key_pem: bytes, *, must_staple: bool) -> bytes:
+    """The CSR (PEM); with `must_staple`, the TLS Feature status_request (RFC 7633)."""
+    return acme_crypto.make_csr(key_pem, [host], must_staple=must_staple)
 
 
 def _client(settings: AcmeSettings, store: AutocertStore) -> tuple[client.ClientV2, JWK]:
