@@ -22,10 +22,16 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from OpenSSL import SSL
+
 from services.proxy.autocert.challenges import ACME_TLS_ALPN
 from services.proxy.client_hello import MAX_HELLO, Hello, NotTLS, read_hello
 from services.proxy.client_trust import DownstreamTrust
-from services.proxy.openssl_transport import HANDSHAKE_TIMEOUT, OpenSSLTransport
+from services.proxy.openssl_transport import (
+    HANDSHAKE_TIMEOUT,
+    OpenSSLTransport,
+    server_name_info,
+)
 from shared.server_tls import CertificateSet
 
 log = logging.getLogger("vallum.proxy.tls")
@@ -40,6 +46,8 @@ ACCEPT_BACKOFF = 0.1
 ProtocolFactory = Callable[[], asyncio.Protocol]
 # host → the TLS-ALPN-01 validation context while a challenge is pending, else None.
 AlpnChallenges = Callable[[str], ssl.SSLContext | None]
+# host → a pyOpenSSL context that staples OCSP (Must-Staple certificates), else None.
+Stapling = Callable[[str], SSL.Context | None]
 
 
 class SniAcceptor:
@@ -50,12 +58,14 @@ class SniAcceptor:
         certificates: CertificateSet,
         trust: DownstreamTrust | None,
         acme_tls_alpn: AlpnChallenges | None = None,
+        stapling: Stapling | None = None,
     ) -> None:
         self._sock = sock
         self._factory = factory
         self._certificates = certificates
         self._trust = trust
         self._acme_tls_alpn = acme_tls_alpn
+        self._stapling = stapling
         self._loop = asyncio.get_running_loop()
         self._pending: set[_Peek] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -102,6 +112,18 @@ class SniAcceptor:
             return
         trust = self._trust
         scope = trust.scope_for(name) if trust is not None else None
+        stapled = self._stapling(name) if self._stapling and name and scope is None else None
+        if stapled is not None:
+            conn_tls = SSL.Connection(stapled, None)
+            self._run(
+                self._loop.connect_accepted_socket(
+                    lambda: OpenSSLTransport(
+                        conn_tls, self._factory, server_name_info, _handshake_failed
+                    ),
+                    conn,
+                )
+            )
+            return
         if scope is None or trust is None:
             self._run(
                 self._loop.connect_accepted_socket(
@@ -146,6 +168,10 @@ class SniAcceptor:
         if not task.cancelled() and task.exception() is not None:
             # A failed handshake on the loop's own TLS: the client's problem, not ours.
             log.debug("TLS handshake failed: %s", task.exception())
+
+
+def _handshake_failed(conn: SSL.Connection, error: Exception) -> None:
+    log.debug("TLS handshake failed: %s", error)
 
 
 class _CloseAfterHandshake(asyncio.Protocol):

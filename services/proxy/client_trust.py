@@ -24,6 +24,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from services.proxy.client_verify import SAN_MISMATCH, SanRule, VerifyRecord, verdict
+from services.proxy.openssl_transport import server_context
 from shared.config import Config, Source
 from shared.errors import client_certificate_reason
 from shared.material import FileWatch, KeyPair, MaterialError, describe_source, read_source
@@ -32,7 +33,6 @@ from shared.pki import (
     crl_blocks,
     fingerprint_sha256,
     load_certificates,
-    load_private_key,
 )
 from shared.routing.authority import WILDCARD, parse_from
 from shared.server_tls import CertificateSet
@@ -172,18 +172,7 @@ class DownstreamTrust:
         return conn
 
     def _context(self, scope: Scope, pair: KeyPair) -> SSL.Context:
-        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        # OpenSSL refuses a verifying server without a session id context, even uncached.
-        ctx.set_session_id(hashlib.sha256(scope.key.encode()).digest()[:32])
-        chain = load_certificates(pair.cert_pem)
-        ctx.use_certificate(chain[0])
-        for extra in chain[1:]:
-            ctx.add_extra_chain_cert(extra)
-        ctx.use_privatekey(load_private_key(pair.key_pem))
-        ctx.set_alpn_select_callback(_alpn)
+        ctx = server_context(pair, hashlib.sha256(scope.key.encode()).digest())
         store = ctx.get_cert_store()
         assert store is not None
         for ca in scope.cas:
@@ -283,10 +272,6 @@ def _describe(error: Exception) -> str:
     if isinstance(details, list) and details and isinstance(details[-1], tuple):
         return str(details[-1][-1])
     return str(error) or type(error).__name__
-
-
-def _alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
-    return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
 
 
 def _check_crls(

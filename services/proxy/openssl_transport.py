@@ -22,6 +22,9 @@ from typing import Any, cast
 
 from OpenSSL import SSL
 
+from shared.material import KeyPair
+from shared.pki import load_certificates, load_private_key
+
 log = logging.getLogger("vallum.proxy.tls")
 
 HANDSHAKE_TIMEOUT = 10.0
@@ -215,3 +218,32 @@ class OpenSSLTransport(asyncio.Protocol):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         if self._raw is not None:
             self._raw.set_write_buffer_limits(high, low)
+
+
+def server_context(pair: KeyPair, session_id: bytes) -> SSL.Context:
+    """A pyOpenSSL server context presenting `pair`, as the loop's contexts are set up:
+    TLS 1.2+, ALPN http/1.1. Resumption is off: on client-certificate hosts a resumed
+    session would skip the verify callback, and a stapled response must be fresh."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # OpenSSL refuses a verifying server without a session id context, even uncached.
+    ctx.set_session_id(session_id[:32])
+    chain = load_certificates(pair.cert_pem)
+    ctx.use_certificate(chain[0])
+    for extra in chain[1:]:
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(load_private_key(pair.key_pem))
+    ctx.set_alpn_select_callback(_alpn)
+    return ctx
+
+
+def server_name_info(conn: SSL.Connection) -> dict[str, Any]:
+    """Extra info for the HTTP protocol of a connection without client certificates."""
+    name = conn.get_servername()
+    return {"vallum_sni": name.decode("ascii").lower() if name else None, "vallum_tls": True}
+
+
+def _alpn(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+    return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]

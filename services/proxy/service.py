@@ -199,6 +199,7 @@ async def start(config: Config) -> Proxy:
             certificates,
             trust,
             autocert.tls_alpn01_context if autocert is not None else None,
+            autocert.stapled_context if autocert is not None else None,
         )
         proxy.acceptor.start()
     else:

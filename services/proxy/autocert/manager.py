@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import os
 import random
@@ -29,10 +30,12 @@ import ssl
 import time
 from pathlib import Path
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 
 from services.proxy.autocert.acme_client import (
     HTTP01,
@@ -41,7 +44,9 @@ from services.proxy.autocert.acme_client import (
     obtain,
 )
 from services.proxy.autocert.challenges import tls_alpn01_certificate, tls_alpn01_context
+from services.proxy.autocert.ocsp import Staple, must_staple, refresh
 from services.proxy.autocert.store import AutocertStore, HostState, StoreError
+from services.proxy.openssl_transport import server_context
 from shared.config import Config
 from shared.material import KeyPair, MaterialError, load_key_pair, read_source
 from shared.pki import PKIError, load_certificates
@@ -125,8 +130,12 @@ class Autocert:
             ca_bundle=ca_bundle,
             challenge=HTTP01 if config.http_redirect_addr is not None else "tls-alpn-01",
         )
-        # host → (stat signature of its fullchain.pem, the leaf) as installed.
-        self._installed: dict[str, tuple[tuple[int, int, int], x509.Certificate]] = {}
+        # host → (stat signature of its fullchain.pem, the pair) as installed.
+        self._installed: dict[str, tuple[tuple[int, int, int], KeyPair]] = {}
+        # Must-Staple hosts: their OCSP responses, and pyOpenSSL contexts that staple them.
+        self._staples: dict[str, Staple] = {}
+        self._stapling: dict[str, tuple[tuple[int, int, int], SSL.Context]] = {}
+        self._http: httpx.AsyncClient | None = None
         self._alpn: dict[str, tuple[bytes, ssl.SSLContext]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -162,6 +171,38 @@ class Autocert:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def stapled_context(self, host: str) -> SSL.Context | None:
+        """A pyOpenSSL context that staples `host`'s OCSP response, for a Must-Staple
+        certificate; None for every other host (the loop's TLS serves those)."""
+        installed = self._installed.get(host)
+        if installed is None or not must_staple(installed[1].leaf):
+            return None
+        cached = self._stapling.get(host)
+        if cached is None or cached[0] != installed[0]:
+            ctx = server_context(installed[1], hashlib.sha256(host.encode()).digest())
+            ctx.set_ocsp_server_callback(self._staple_for, host)
+            cached = self._stapling[host] = (installed[0], ctx)
+        return cached[1]
+
+    def _staple_for(self, conn: SSL.Connection, host: str | None) -> bytes:
+        staple = self._staples.get(host or "")
+        if staple is None or staple.good_until is None:
+            return b""
+        return staple.der if staple.good_until > dt.datetime.now(dt.UTC) else b""
+
+    async def _keep_stapled(self, host: str) -> None:
+        installed = self._installed.get(host)
+        if installed is None or not must_staple(installed[1].leaf):
+            return
+        chain = load_certificates(installed[1].cert_pem)
+        if len(chain) < 2:
+            log.warning("autocert: %s: Must-Staple, but no issuer in the chain to ask OCSP", host)
+            return
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        staple = self._staples.setdefault(host, Staple())
+        await refresh(self._http, host, chain[0], chain[1], staple)
+
     def start(self) -> None:
         for host in self.hosts:
             if not self._install(host):
@@ -172,6 +213,8 @@ class Autocert:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
 
     async def _keep(self, host: str) -> None:
         while True:
@@ -185,6 +228,7 @@ class Autocert:
 
     async def _step(self, host: str) -> None:
         self._install(host)
+        await self._keep_stapled(host)
         if self._due(host) > time.time():
             await asyncio.sleep(STORE_POLL)
             return
@@ -198,7 +242,7 @@ class Autocert:
 
     def _due(self, host: str) -> float:
         installed = self._installed.get(host)
-        due = renewal_time(installed[1], host) if installed is not None else 0.0
+        due = renewal_time(installed[1].leaf, host) if installed is not None else 0.0
         state = self.store.state(host)
         if state.failures and state.next_attempt is not None:
             due = max(due, state.next_attempt)
@@ -233,7 +277,7 @@ class Autocert:
             host, HostState(last_attempt=state.last_attempt, last_success=time.time())
         )
         self._install(host)
-        leaf = self._installed[host][1]
+        leaf = self._installed[host][1].leaf
         log.info(
             "autocert: %s: new certificate from %s, serial %x, valid until %s",
             host,
@@ -272,7 +316,8 @@ class Autocert:
             log.debug("autocert: %s: stored certificate not usable yet: %s", host, e)
             return installed is not None
         self.certificates.set_dynamic(host, pair)
-        self._installed[host] = (signature, pair.leaf)
+        self._installed[host] = (signature, pair)
+        self._staples.pop(host, None)  # a new certificate needs its own response
         return True
 
 
