@@ -287,3 +287,29 @@ def test_external_account_binding(tmp_path: Path, app: Upstream) -> None:
         roots = acme.roots_pem()
         assert wait_until("an EAB-bound account's certificate",
                           lambda: served(port, HOSTS[0], roots), 60).status == 200  # fmt: skip
+
+
+def test_a_stored_certificate_for_other_names_is_replaced_at_once(
+    tmp_path: Path, app: Upstream
+) -> None:
+    """autocert_dir holds a valid certificate, but for another name (a renamed route):
+    it is due at once, and the pebble one replaces it."""
+    from services.proxy.autocert.store import AutocertStore
+    from shared.pki import init_ca, issue_server
+
+    stale = issue_server(init_ca(tmp_path / "old-ca"), ["renamed.test"])
+    AutocertStore(tmp_path / "ac").save_certificate(
+        HOSTS[0], stale.cert_pem() + stale.chain_pem(), stale.key_pem()
+    )
+    port = free_port()
+    with (
+        pebble(tmp_path, http_port=free_port(), tls_port=port, always_valid=True) as acme,
+        all_in_one(
+            tmp_path, routes(port, app)[:1], port, **autocert_keys(acme, tmp_path / "ac")
+        ) as v,
+    ):
+        roots = acme.roots_pem()
+        assert (
+            wait_until("the replacement", lambda: served(port, HOSTS[0], roots), 60).status == 200
+        )
+        assert v.proc.output.count(f"autocert: {HOSTS[0]}: ordering a certificate") == 1
