@@ -29,10 +29,22 @@ ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 def tls_alpn01_certificate(host: str, key_authorization: str) -> KeyPair:
     """RFC 8737 section 3: the validation certificate for `host`."""
     digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    # extnValue is the DER OCTET STRING of the digest (04 20 <32 bytes>), critical.
+    identifier = x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest)
+    return self_signed(host, "ACME TLS-ALPN-01", [(identifier, True)])
+
+
+def self_signed(
+    host: str,
+    common_name: str,
+    extensions: list[tuple[x509.ExtensionType, bool]] = (),  # type: ignore[assignment]
+) -> KeyPair:
+    """A week-long self-signed P-256 certificate naming `host` (the TLS-ALPN-01
+    validation certificate, and a host's stand-in until its first certificate)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACME TLS-ALPN-01")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -41,20 +53,16 @@ def tls_alpn01_certificate(host: str, key_authorization: str) -> KeyPair:
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        # extnValue is the DER OCTET STRING of the digest (04 20 <32 bytes>).
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
     )
-    return KeyPair(
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        leaf=cert,
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    cert = builder.sign(key, hashes.SHA256())
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), private_pem(key), cert)
+
+
+def private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 

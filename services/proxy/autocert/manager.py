@@ -32,9 +32,7 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from services.proxy.autocert.acme_client import (
@@ -43,7 +41,12 @@ from services.proxy.autocert.acme_client import (
     AcmeSettings,
     obtain,
 )
-from services.proxy.autocert.challenges import tls_alpn01_certificate, tls_alpn01_context
+from services.proxy.autocert.challenges import (
+    private_pem,
+    tls_alpn01_certificate,
+    tls_alpn01_context,
+)
+from services.proxy.autocert.challenges import self_signed as challenge_certificate
 from services.proxy.autocert.ocsp import Staple, must_staple, refresh
 from services.proxy.autocert.store import AutocertStore, HostState, StoreError
 from services.proxy.openssl_transport import server_context
@@ -71,33 +74,7 @@ class _Bytes:
 
 def self_signed(host: str) -> KeyPair:
     """The stand-in a host serves until its first certificate arrives."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, f"{host} (Vallum, no certificate yet)")]
-    )
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(
-        cert.public_bytes(serialization.Encoding.PEM),
-        _pem(key),
-        cert,
-    )
-
-
-def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return challenge_certificate(host, f"{host} (Vallum, no certificate yet)")
 
 
 def retry_delay(failures: int) -> float:
@@ -249,7 +226,7 @@ class Autocert:
         return due
 
     async def _order(self, host: str) -> None:
-        key_pem = _pem(ec.generate_private_key(ec.SECP256R1()))
+        key_pem = private_pem(ec.generate_private_key(ec.SECP256R1()))
         state = self.store.state(host)
         state.last_attempt = time.time()
         self.store.save_state(host, state)
