@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,12 +14,14 @@ import uvicorn
 
 from services import runtime
 from services.commands.run import load
-from services.demo_app.app import app as demo_app
+from services.demo_app.app import create_app
 from services.demo_idp.config import DemoIdPConfig
 from services.demo_idp.service import start as start_idp
 from shared.config import Config, ConfigError
+from shared.jwt import audience_for, issuer_for
 from shared.listen import bind
 from shared.logs import setup_logging
+from shared.verify import Verifier
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,6 +48,42 @@ def idp_config(config: Config) -> DemoIdPConfig:
         host="127.0.0.1",
         port=issuer.port or 443,
     )
+
+
+def demo_verifiers(config: Config) -> dict[str, Verifier]:
+    """A Verifier per route host, with that host's own JWKS, as a real app would use.
+
+    The JWKS is fetched from the proxy like any client would, trusting the internal
+    CA that signed the proxy's certificate; `*.localhost` need not resolve, so the
+    route hosts are sent to the proxy's listen address.
+    """
+    proxy_ip = _connect_address(config.address.host)
+    ca_file = str(Path(config.data_dir) / "pki" / "ca.pem")
+    verifiers: dict[str, Verifier] = {}
+    for route in config.routes:
+        origin = urlsplit(route.from_url)
+        if origin.scheme != "https" or not origin.hostname or origin.hostname in verifiers:
+            continue
+        verifiers[origin.hostname] = Verifier(
+            jwks_url=f"https://{origin.netloc}/.well-known/pomerium/jwks.json",
+            issuer=issuer_for(origin.netloc, config.jwt_issuer_format_for(route)),
+            audience=audience_for(origin.netloc),
+            algorithms=("ES256", "RS256", "EdDSA"),
+            ca_file=ca_file,
+            resolve={origin.hostname: proxy_ip},
+        )
+    return verifiers
+
+
+def _connect_address(listen: str) -> str:
+    """Where to reach a listener on `listen` from this machine (every interface: loopback)."""
+    try:
+        address = ipaddress.ip_address(listen)
+    except ValueError:
+        return listen or "127.0.0.1"
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return listen
 
 
 def _config(args: argparse.Namespace) -> Config | None:
@@ -91,6 +130,7 @@ def handle_app(args: argparse.Namespace) -> int:
     async def start(cfg: Config) -> runtime.Running:
         address = f"{target.hostname}:{target.port or 80}"
         sock = bind(address, "routes[0].to")
+        demo_app = create_app(demo_verifiers(cfg))
         uv = uvicorn.Config(demo_app, log_config=None, access_log=False, lifespan="off")
         server = uvicorn.Server(uv)
         task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--services",
         help="all (default: the supervisor runs each service as a child process), or one "
-        "of authenticate, authorize, proxy, or a comma list; overrides `services`",
+        "of authenticate, authorize, proxy, or a comma list; or sidecar (the verifying "
+        "sidecar, alone); overrides `services`",
     )
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
@@ -57,6 +58,8 @@ def handle(args: argparse.Namespace) -> int:
         # Only the supervisor passes --ready-fd: its children load the same file, and
         # the supervisor has already told the user, so each warning appears once.
         report_notices(config)
+    if config.sidecar_only:
+        return runtime.run_service(config, "sidecar", starter("sidecar"), ready_fd=args.ready_fd)
     services = [s for s in SERVICES if s in config.services]
     workers = 1 if args.worker is not None else config.proxy_workers
     if len(services) == 1 and (services != ["proxy"] or workers == 1):
@@ -107,6 +110,10 @@ def starter(name: str) -> runtime.Starter:
         from services.authorize.service import start as start_authorize
 
         return start_authorize
+    if name == "sidecar":
+        from services.sidecar.service import start as start_sidecar
+
+        return start_sidecar
     from services.proxy.service import start as start_proxy
 
     return start_proxy

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from shared.config.errors import FieldError
-from shared.config.model import ALL_SERVICES
+from shared.config.model import ALL_SERVICES, SIDECAR_SERVICE
 
 _MAX_SHOWN = 60
 
@@ -217,11 +217,15 @@ def parse_services(value: Any) -> frozenset[str]:
         lowered = name.lower()
         if lowered == "all":
             chosen |= ALL_SERVICES
-        elif lowered in ALL_SERVICES:
+        elif lowered in ALL_SERVICES or lowered == SIDECAR_SERVICE:
             chosen.add(lowered)
         else:
-            valid = ", ".join(["all", *sorted(ALL_SERVICES)])
+            valid = ", ".join(["all", *sorted(ALL_SERVICES), SIDECAR_SERVICE])
             raise FieldError(f"unknown service {name!r} (valid: {valid})")
+    if SIDECAR_SERVICE in chosen and len(chosen) > 1:
+        # The sidecar sits next to one app with a config of its own; sharing a process
+        # with Vallum's services would tie the app's gate to their restarts and keys.
+        raise FieldError("sidecar runs alone (services: sidecar), not with other services")
     return frozenset(chosen)
 
 

@@ -15,6 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 ALL_SERVICES: frozenset[str] = frozenset({"authenticate", "authorize", "proxy"})
+# Vallum's verifying sidecar: never part of `all`, it runs alone next to one app.
+SIDECAR_SERVICE = "sidecar"
 # Pomerium's default idp_scopes; offline_access asks for a refresh token.
 DEFAULT_IDP_SCOPES = ("openid", "profile", "email", "offline_access")
 # Pomerium's downstream_mtls.enforcement values; the first is its default.
@@ -291,6 +293,24 @@ class Config:
     skip_xff_append: bool = False
     routes: tuple[Route, ...] = ()
 
+    # The verifying sidecar (Vallum's own keys, see shared/config/sidecar.py): a TLS
+    # listener in front of one app that forwards only requests that come from Vallum.
+    sidecar_address: Address = Address("", 8443)
+    sidecar_upstream: str | None = None
+    sidecar_certificate: Source | None = None
+    sidecar_certificate_key: Source | None = None
+    # With a client CA, the handshake requires a certificate from it; names, when
+    # given, are exact SAN values (URI or DNS) one of which the certificate must carry.
+    sidecar_client_ca: Source | None = None
+    sidecar_allowed_client_names: tuple[str, ...] = ()
+    # With a JWKS URL, every request needs a valid X-Pomerium-JWT-Assertion.
+    sidecar_jwks_url: str | None = None
+    sidecar_jwt_issuer: str | None = None
+    sidecar_jwt_audience: str | None = None
+    sidecar_jwks_ca: Source | None = None
+    # (header name, claim name) pairs set from the verified assertion, in order given.
+    sidecar_identity_headers: tuple[tuple[str, str], ...] = ()
+
     # Where the configuration came from; relative paths were resolved against base_dir.
     source_path: str | None = None
     base_dir: str = "."
@@ -301,6 +321,10 @@ class Config:
     @property
     def all_in_one(self) -> bool:
         return self.services == ALL_SERVICES
+
+    @property
+    def sidecar_only(self) -> bool:
+        return self.services == frozenset({SIDECAR_SERVICE})
 
     @property
     def autocert_directory(self) -> str:

@@ -44,6 +44,7 @@ from shared.config.schema import (
     secret_key,
     source_key,
 )
+from shared.config.sidecar import SIDECAR_KEYS, check_sidecar, sidecar_notices
 from shared.config.signin import SIGN_IN_KEYS, check_sign_in
 from shared.config.sources import PemKind, parse_cert_or_path, resolve_path
 from shared.config.storage import STORAGE_KEYS, check_storage
@@ -144,6 +145,7 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("xff_num_trusted_hops", plain(_parse_trusted_hops)),
     Key("skip_xff_append", plain(parse_bool)),
     Key("routes", parse_routes, env=False),
+    *SIDECAR_KEYS,
 )
 
 INTERNAL_TLS_KEYS = ("certificate_authority", "internal_certificate", "internal_certificate_key")
@@ -176,7 +178,9 @@ def _apply_environment(given: dict[str, Given], environ: Mapping[str, str]) -> N
 def _check(config: Config, given: Mapping[str, Given], ctx: Ctx) -> None:
     require_together(given, "certificate", "certificate_key", ctx)
 
-    if not config.all_in_one:
+    # The sidecar neither signs nor calls Vallum's services: no secrets, no internal PKI.
+    split = not config.all_in_one and not config.sidecar_only
+    if split:
         for name in ("shared_secret", "cookie_secret"):
             if not is_set(given, name):
                 ctx.child(name).add(
@@ -188,7 +192,7 @@ def _check(config: Config, given: Mapping[str, Given], ctx: Ctx) -> None:
     for name in INTERNAL_TLS_KEYS:
         if name in present:
             continue
-        if not config.all_in_one:
+        if split:
             ctx.child(name).add(
                 f"required unless services is all (set {name} or {name}_file: "
                 "each service proves its identity with a certificate from the internal CA)"
@@ -230,8 +234,13 @@ def parse_config_partial(
     check_storage(config, given, ctx)
     check_mtls(given, ctx)
     check_autocert(config, given, ctx)
+    check_sidecar(config, given, ctx)
     config = check_sign_in(config, given, ctx)
-    notices = [*mtls_notices(config, given), *autocert_notices(config, given)]
+    notices = [
+        *mtls_notices(config, given),
+        *autocert_notices(config, given),
+        *sidecar_notices(config, given),
+    ]
     config = replace(config, notices=tuple(notices))
     problems.extend(compile_routes(config.routes, config)[1])
     return config, problems

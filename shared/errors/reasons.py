@@ -106,7 +106,27 @@ _UPSTREAM: Final = {
     "upstream-unavailable": "The app could not be reached.",
 }
 
-REASON_TEXT: Mapping[str, str] = MappingProxyType({**_POLICY, **_VALLUM, **_UPSTREAM})
+# The verifying sidecar's refusals: the verifier's codes (shared/verify/model.py).
+_SIDECAR: Final = {
+    "missing": "The request carries no X-Pomerium-JWT-Assertion: it did not come through Vallum.",
+    "malformed": "The identity assertion is not a well-formed token.",
+    "algorithm-not-allowed": "The identity assertion is signed with an algorithm or key "
+    "this app does not accept.",
+    "unknown-key": "The identity assertion is signed with a key Vallum does not publish.",
+    "bad-signature": "The identity assertion's signature does not verify: it was forged or "
+    "altered.",
+    "expired": "The identity assertion has expired.",
+    "not-yet-valid": "The identity assertion is not valid yet (check the clocks).",
+    "wrong-issuer": "The identity assertion was issued for another site.",
+    "wrong-audience": "The identity assertion was meant for another app.",
+    "replayed": "The identity assertion was already used once.",
+    "jwks-unavailable": "Vallum's signing keys cannot be fetched right now, so no assertion "
+    "can be checked.",
+    "client-name-not-allowed": "The client certificate is valid but does not name an allowed "
+    "caller.",
+}
+
+REASON_TEXT: Mapping[str, str] = MappingProxyType({**_POLICY, **_VALLUM, **_UPSTREAM, **_SIDECAR})
 
 
 def reason_text(name: str) -> str:

@@ -3,8 +3,11 @@ and demo app; a newcomer signs in as alice and sees who Vallum says they are."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -13,6 +16,17 @@ from tests.support.net import free_port
 from tests.support.procs import ROOT, vallum
 
 pytestmark = pytest.mark.integration
+
+
+def _forged(kid: str) -> str:
+    """Alice's claims made admin, with the route's real kid, signed by nobody."""
+    header = {"alg": "ES256", "kid": kid}
+    claims = {"iss": "verify.localhost", "aud": "verify.localhost", "groups": ["admins"]}
+    parts = [
+        base64.urlsafe_b64encode(json.dumps(p).encode()).decode().rstrip("=")
+        for p in (header, claims)
+    ]
+    return ".".join(parts) + ".c2lnbmF0dXJl"
 
 
 def test_demo_sign_in_as_alice_and_bob(tmp_path: Path) -> None:
@@ -39,7 +53,28 @@ def test_demo_sign_in_as_alice_and_bob(tmp_path: Path) -> None:
         _, page = alice.navigate(
             f"https://verify.localhost:{port}/hello", fill={"login": "alice", "password": "demo"}
         )
-        assert page.status_code == 200 and "Hello, alice@example.com" in page.text
+        assert page.status_code == 200 and "Hello, alice@example.com" in page.text, page.text[:3000]
+        # The page verified the assertion against verify.localhost's own JWKS.
+        assert "The identity assertion checked out" in page.text, page.text
+        assert "<th>groups</th><td>admins</td>" in page.text
+        jwks = alice.request(
+            "GET", f"https://verify.localhost:{port}/.well-known/pomerium/jwks.json"
+        )
+        kid = jwks.json()["keys"][0]["kid"]
+        # Straight to the app, around Vallum: nothing checks out, whatever it claims.
+        direct = httpx.get(
+            f"http://127.0.0.1:{app}/",
+            headers={
+                "Host": f"verify.localhost:{port}",
+                "X-Pomerium-JWT-Assertion": _forged(kid),
+            },
+        )
+        assert "did NOT check out: <code>bad-signature</code>" in direct.text
+        assert "Hello, nobody" in direct.text
+        bare = httpx.get(f"http://127.0.0.1:{app}/", headers={"Host": f"verify.localhost:{port}"})
+        assert "did NOT check out: <code>missing</code>" in bare.text
+        elsewhere = httpx.get(f"http://127.0.0.1:{app}/", headers={"Host": "evil.example"})
+        assert "is not a route host of this demo" in elsewhere.text
         # The demo IdP keeps no session of its own: each route host's sign-in asks again.
         _, admin = alice.navigate(
             f"https://admins.localhost:{port}/", fill={"login": "alice", "password": "demo"}

@@ -230,7 +230,7 @@ def test_environment_problems_name_the_variable() -> None:
     assert sorted(problems({}, environ)) == [
         "INSECURE_SERVER (environment): expected a boolean (true or false), got string 'maybe'",
         "SERVICES (environment): unknown service 'web' "
-        "(valid: all, authenticate, authorize, proxy)",
+        "(valid: all, authenticate, authorize, proxy, sidecar)",
         "SHARED_SECRET (environment): must decode to at least 32 bytes, got 5 "
         "(generate one with: head -c32 /dev/urandom | base64)",
     ]
