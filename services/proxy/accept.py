@@ -32,16 +32,14 @@ from services.proxy.openssl_transport import (
     OpenSSLTransport,
     server_name_info,
 )
+from shared.listen import AcceptLoop
 from shared.server_tls import CertificateSet
 
 log = logging.getLogger("vallum.proxy.tls")
 
-ACCEPTS_PER_WAKEUP = 64
 # A ClientHello split across TCP segments is rare; re-reading it every few
 # milliseconds keeps the level-triggered reader from spinning meanwhile.
 PEEK_AGAIN = 0.005
-# Out of file descriptors: wait before accepting again rather than spin.
-ACCEPT_BACKOFF = 0.1
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 # host → the TLS-ALPN-01 validation context while a challenge is pending, else None.
@@ -60,7 +58,7 @@ class SniAcceptor:
         acme_tls_alpn: AlpnChallenges | None = None,
         stapling: Stapling | None = None,
     ) -> None:
-        self._sock = sock
+        self._accepts = AcceptLoop(sock, self._accepted)
         self._factory = factory
         self._certificates = certificates
         self._trust = trust
@@ -69,41 +67,20 @@ class SniAcceptor:
         self._loop = asyncio.get_running_loop()
         self._pending: set[_Peek] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
 
     def start(self) -> None:
-        self._loop.add_reader(self._sock.fileno(), self._accept)
+        self._accepts.start()
 
     def close(self) -> None:
         """Stop accepting; connections already handed over are the protocol's to end."""
-        if self._closed:
-            return
-        self._closed = True
-        self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
+        self._accepts.close()
         for peek in list(self._pending):
             peek.give_up("the listener closed")
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.error("accept failed: %s; pausing accepts for %.1fs", e, ACCEPT_BACKOFF)
-                self._loop.remove_reader(self._sock.fileno())
-                self._loop.call_later(ACCEPT_BACKOFF, self._resume)
-                return
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peek = _Peek(self, conn)
-            self._pending.add(peek)
-            peek.start()
-
-    def _resume(self) -> None:
-        if not self._closed:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
+    def _accepted(self, conn: socket.socket, peer: str) -> None:
+        peek = _Peek(self, conn)
+        self._pending.add(peek)
+        peek.start()
 
     def dispatch(self, conn: socket.socket, hello: Hello) -> None:
         name = hello.server_name

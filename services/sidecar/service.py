@@ -26,7 +26,7 @@ from services.proxy.upstream_tls import UpstreamTLS
 from services.sidecar.handler import Checks, SidecarHandler
 from services.topology import format_address
 from shared.config import Config, Route, WeightedURL
-from shared.listen import bind
+from shared.listen import AcceptLoop, bind
 from shared.material import (
     FileWatch,
     MaterialError,
@@ -106,13 +106,6 @@ def handshake_refusal(exc: BaseException) -> str:
     return "tls-handshake-failed"
 
 
-# Connections taken per wake-up of the listening socket, so a burst cannot starve the
-# connections already open.
-ACCEPTS_PER_WAKEUP = 64
-# Out of file descriptors: wait before accepting again rather than spin.
-ACCEPT_BACKOFF = 0.1
-
-
 class Acceptor:
     """Accepts sockets itself and hands each to the loop's TLS, so that a refused
     handshake (no client certificate, one from another CA) comes back here as an
@@ -120,41 +113,21 @@ class Acceptor:
     connections without telling anyone."""
 
     def __init__(self, sock: socket.socket, sidecar: Sidecar, handler: SidecarHandler) -> None:
-        self._sock = sock
+        self._accepts = AcceptLoop(sock, self._accepted)
         self._sidecar = sidecar
         self._handler = handler
         self._loop = asyncio.get_running_loop()
-        self._closed = False
 
     def start(self) -> None:
-        self._loop.add_reader(self._sock.fileno(), self._accept)
+        self._accepts.start()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
+        self._accepts.close()
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPTS_PER_WAKEUP):
-            try:
-                conn, peer = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.error("accept failed: %s; pausing accepts for %.1fs", e, ACCEPT_BACKOFF)
-                self._loop.remove_reader(self._sock.fileno())
-                self._loop.call_later(ACCEPT_BACKOFF, self._resume)
-                return
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = self._loop.create_task(self._handshake(conn, peer[0] if peer else ""))
-            self._sidecar.handshakes.add(task)
-            task.add_done_callback(self._sidecar.handshakes.discard)
-
-    def _resume(self) -> None:
-        if not self._closed:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
+    def _accepted(self, conn: socket.socket, peer: str) -> None:
+        task = self._loop.create_task(self._handshake(conn, peer))
+        self._sidecar.handshakes.add(task)
+        task.add_done_callback(self._sidecar.handshakes.discard)
 
     async def _handshake(self, conn: socket.socket, peer: str) -> None:
         try:
