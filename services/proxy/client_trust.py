@@ -27,12 +27,17 @@ from services.proxy.client_verify import SAN_MISMATCH, SanRule, VerifyRecord, ve
 from services.proxy.openssl_transport import server_context
 from shared.config import Config, Source
 from shared.errors import client_certificate_reason
-from shared.material import FileWatch, KeyPair, MaterialError, describe_source, read_source
+from shared.material import (
+    FileWatch,
+    KeyPair,
+    MaterialError,
+    describe_source,
+    load_ca_bundle,
+    read_source,
+)
 from shared.pki import (
-    PKIError,
     crl_blocks,
     fingerprint_sha256,
-    load_certificates,
 )
 from shared.routing.authority import WILDCARD, parse_from
 from shared.server_tls import CertificateSet
@@ -52,13 +57,6 @@ class Scope:
     key: str
     cas: tuple[x509.Certificate, ...]
     anchors: frozenset[str]
-
-
-def _load_cas(source: Source, key: str) -> tuple[x509.Certificate, ...]:
-    try:
-        return tuple(load_certificates(read_source(source, key), source=key))
-    except PKIError as e:
-        raise MaterialError(f"{key}: {describe_source(source, key)}: {e}") from None
 
 
 def _load_crls(source: Source, key: str) -> tuple[x509.CertificateRevocationList, ...]:
@@ -115,7 +113,10 @@ class DownstreamTrust:
         return bool(self._sources)
 
     def _load(self) -> None:
-        cas = {name: _load_cas(source, key) for name, (source, key) in self._sources.items()}
+        cas = {
+            name: tuple(load_ca_bundle(source, key)[1])
+            for name, (source, key) in self._sources.items()
+        }
         crls: tuple[x509.CertificateRevocationList, ...] = ()
         intermediate: list[x509.CertificateRevocationList] = []
         crl_source = self._config.downstream_mtls.crl
@@ -294,7 +295,13 @@ def _check_crls(
                     f"downstream_mtls.crl: the CRL of {issuer} does not verify with the key "
                     "of the configured CA of that name; give the CRL that CA signed"
                 )
-            log.info("downstream_mtls.crl: the CRL of %s is an intermediate CA's", issuer)
+            # Said loudly: a CRL meant for a configured CA but given by mistake for
+            # another would otherwise go unnoticed, and revoke nothing.
+            log.warning(
+                "downstream_mtls.crl: the CRL of %s matches no configured client CA; it is "
+                "used for chains through an intermediate CA of that name",
+                issuer,
+            )
             intermediate.append(crl)
         elif not _may_sign_crls(signer):
             # OpenSSL would refuse this CRL at every handshake (error 35), and with it

@@ -150,11 +150,9 @@ def _account(settings: AcmeSettings, store: AutocertStore) -> tuple[client.Clien
     )
     directory = client.ClientV2.get_directory(settings.directory_url, net)
     acme = client.ClientV2(directory, net)
-    known = store.account(settings.directory_url)
-    if known is not None and known[1].get("uri"):
-        net.account = messages.RegistrationResource(
-            uri=known[1]["uri"], body=messages.Registration()
-        )
+    known = store.registration(settings.directory_url)
+    if known is not None and isinstance(known.get("uri"), str):
+        net.account = messages.RegistrationResource(uri=known["uri"], body=messages.Registration())
         return acme, account_key
     net.account = _register(acme, settings, account_key, directory)
     store.save_account(settings.directory_url, {"uri": net.account.uri})

@@ -50,7 +50,7 @@ from services.proxy.autocert.challenges import self_signed as challenge_certific
 from services.proxy.autocert.ocsp import Staple, must_staple, refresh
 from services.proxy.autocert.store import AutocertStore, HostState, StoreError
 from services.proxy.openssl_transport import server_context
-from shared.config import Config
+from shared.config import Config, Source
 from shared.material import KeyPair, MaterialError, load_key_pair, read_source
 from shared.pki import PKIError, load_certificates
 from shared.pki.files import PUBLIC_MODE, write_file
@@ -62,14 +62,6 @@ RENEW_FRACTION = 1 / 3
 RETRY_FIRST = 10.0
 RETRY_MAX = 24 * 3600.0
 STORE_POLL = 2.0
-
-
-class _Bytes:
-    """A config Source stand-in for bytes already in hand (load_key_pair reads these)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.path: str | None = None
-        self.data: bytes | None = data
 
 
 def self_signed(host: str) -> KeyPair:
@@ -265,7 +257,9 @@ class Autocert:
 
     @staticmethod
     def _check(host: str, chain: bytes, key_pem: bytes) -> None:
-        pair = load_key_pair(_Bytes(chain), _Bytes(key_pem), cert_key="certificate", key_key="key")
+        pair = load_key_pair(
+            Source(None, chain), Source(None, key_pem), cert_key="certificate", key_key="key"
+        )
         if host not in dns_names(pair.leaf):
             raise MaterialError(f"the ACME server's certificate does not name {host}")
 
@@ -282,8 +276,8 @@ class Autocert:
             return True
         try:
             pair = load_key_pair(
-                _Bytes(chain_path.read_bytes()),
-                _Bytes(key_path.read_bytes()),
+                Source(None, chain_path.read_bytes()),
+                Source(None, key_path.read_bytes()),
                 cert_key=str(chain_path),
                 key_key=str(key_path),
             )

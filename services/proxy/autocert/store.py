@@ -26,7 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,6 @@ class HostState:
     last_error: str = ""
     next_attempt: float | None = None
     failures: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def check_host(host: str) -> str:
@@ -127,14 +126,14 @@ class AutocertStore:
 
     # -- the ACME account --------------------------------------------------------
 
-    def account(self, directory_url: str) -> tuple[bytes, dict[str, Any]] | None:
-        d = self.directory / "accounts" / directory_id(directory_url)
+    def registration(self, directory_url: str) -> dict[str, Any] | None:
+        """The saved registration (its `uri`), or None: register (again) with the key."""
+        path = self.directory / "accounts" / directory_id(directory_url) / "account.json"
         try:
-            return (d / "key.pem").read_bytes(), json.loads((d / "account.json").read_text())
-        except FileNotFoundError:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
             return None
-        except ValueError:
-            return None  # registration unreadable: register again with the same key
+        return found if isinstance(found, dict) else None
 
     def account_key(self, directory_url: str) -> bytes | None:
         path = self.directory / "accounts" / directory_id(directory_url) / "key.pem"
