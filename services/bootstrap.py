@@ -9,22 +9,26 @@ is, per child, the environment that points it at its material.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import datetime as dt
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from services.reload import file_signature
 from services.topology import (
     GRPC_SERVICES,
     default_authenticate_internal_url,
     grpc_listen_address,
 )
-from shared.config import Config
+from shared.config import Config, ConfigError
 from shared.pki import (
     CA,
     PKIError,
@@ -51,6 +55,62 @@ def route_hosts(config: Config) -> list[str]:
         if host and host not in hosts:
             hosts.append(host)
     return hosts
+
+
+def own_server_certificate(config: Config) -> bool:
+    """Whether the proxy serves a certificate the supervisor makes (none configured)."""
+    return not config.insecure_server and config.certificate is None and not config.certificates
+
+
+def server_certificate(config: Config, ca: CA) -> Path:
+    """The proxy's server certificate from the internal CA, (re)issued when it does not
+    name every route host; the proxy re-reads the file when it changes."""
+    pki = Path(config.data_dir) / "pki"
+    # With autocert the route hosts get public certificates; the internal one
+    # only serves direct checks such as https://localhost/healthz.
+    routes = [] if config.autocert else route_hosts(config)
+    hosts = [*routes, "localhost", "127.0.0.1"]
+    cert = pki / "proxy-server.pem"
+    if _needs_issue(cert, hosts):
+        write_issued(issue_server(ca, hosts), pki, "proxy-server", force=True)
+    return cert
+
+
+class ServerCertificateFollower:
+    """All-in-one: when a reloaded config names new route hosts, the server certificate
+    the supervisor made is issued again to name them (on SIGHUP or a file change)."""
+
+    def __init__(self, config: Config, load: Callable[[], Config]) -> None:
+        self._path = config.source_path
+        self._load = load
+        self._seen = file_signature(self._path)
+        self._wake = asyncio.Event()
+
+    def now(self) -> None:
+        self._wake.set()
+
+    async def watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            seen = file_signature(self._path)
+            if not self._wake.is_set() and seen == self._seen:
+                continue
+            self._wake.clear()
+            self._seen = seen
+            await asyncio.to_thread(self._follow)
+
+    def _follow(self) -> None:
+        try:
+            config = self._load()
+        except ConfigError:
+            return  # each service says why it refuses the file
+        if not own_server_certificate(config):
+            return
+        try:
+            server_certificate(config, _ca(Path(config.data_dir) / "pki"))
+        except (PKIError, OSError) as e:
+            log.error("the server certificate could not be issued for the new routes: %s", e)
 
 
 def _needs_issue(path: Path, must_name: list[str]) -> bool:
@@ -110,14 +170,8 @@ def prepare(config: Config) -> dict[str, dict[str, str]]:
                 "INTERNAL_CERTIFICATE_FILE": str(cert),
                 "INTERNAL_CERTIFICATE_KEY_FILE": str(pki / f"{service}-key.pem"),
             }
-        if not config.insecure_server and config.certificate is None and not config.certificates:
-            # With autocert the route hosts get public certificates; the internal one
-            # only serves direct checks such as https://localhost/healthz.
-            routes = [] if config.autocert else route_hosts(config)
-            hosts = [*routes, "localhost", "127.0.0.1"]
-            cert = pki / "proxy-server.pem"
-            if _needs_issue(cert, hosts):
-                write_issued(issue_server(ca, hosts), pki, "proxy-server", force=True)
+        if own_server_certificate(config):
+            cert = server_certificate(config, ca)
             env["proxy"]["CERTIFICATE_FILE"] = str(cert)
             env["proxy"]["CERTIFICATE_KEY_FILE"] = str(pki / "proxy-server-key.pem")
         if config.demo:

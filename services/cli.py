@@ -1,4 +1,4 @@
-"""The `vallum` command: run, check, ca, policy, autocert."""
+"""The `vallum` command: run, check, health, ca, policy, autocert."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from services.commands import autocert, ca, check, demo, policy, run
+from services.commands import autocert, ca, check, demo, health, policy, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run.add_parser(sub)
     check.add_parser(sub)
+    health.add_parser(sub)
     ca.add_parser(sub)
     policy.add_parser(sub)
     autocert.add_parser(sub)

@@ -20,9 +20,11 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from services.runtime import EXIT_CONFIG, GRACE_SECONDS
+from shared.logs import json_line
+from shared.metrics.multiproc import SharedMetrics
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -45,30 +47,62 @@ class Child:
     ready_task: asyncio.Task[None] | None = None
 
 
+class ConfigWatch(Protocol):
+    def now(self) -> None: ...
+
+    async def watch(self) -> None: ...
+
+
 class Supervisor:
     def __init__(
         self,
         children: Sequence[Child],
         *,
         banner: str = "",
+        metrics: SharedMetrics | None = None,
+        json_logs: bool = False,
     ) -> None:
         self.children = list(children)
         self.banner = banner
+        # Serves the children's metrics together on metrics_address (None: off).
+        self.metrics = metrics
+        # log_format json: every line of output is one JSON object (see say()).
+        self.json_logs = json_logs
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
+        # Called on SIGHUP before the children hear it, and polled for a config file
+        # change (all-in-one: the server certificate follows the route hosts).
+        self.on_reload: ConfigWatch | None = None
         self._width = max(len(c.name) for c in self.children)
 
-    def say(self, name: str, line: str) -> None:
-        sys.stdout.write(f"{name:<{self._width}} | {line}\n")
+    def say(self, name: str, line: str, level: str = "info") -> None:
+        if self.json_logs:
+            line = self._as_json(name, line, level)
+        else:
+            line = f"{name:<{self._width}} | {line}"
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+    def _as_json(self, name: str, line: str, level: str) -> str:
+        """A child's JSON lines pass through as they are (each names its `service`);
+        the supervisor's own lines, and anything else a child writes (a traceback
+        before its logging started), become objects with the child's name."""
+        if name != "vallum" and line.startswith("{") and line.endswith("}"):
+            return line
+        logger = "vallum.supervisor" if name == "vallum" else "vallum.output"
+        return json_line(level, logger, line, name)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
+        if self.metrics is not None:
+            await self.metrics.start()
         ready = asyncio.create_task(self._announce())
         watchers = []
+        if self.on_reload is not None:
+            watchers.append(asyncio.create_task(self.on_reload.watch()))
         # In dependency order, each service waiting (briefly) for the one before to be
         # ready, so nothing logs a peer as unreachable merely because it started first.
         for group in _by_service(self.children):
@@ -86,13 +120,17 @@ class Supervisor:
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, ready, return_exceptions=True)
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self._fatal is not None:
-            self.say("vallum", self._fatal)
+            self.say("vallum", self._fatal, "error")
             return 1
         self.say("vallum", "stopped")
         return 0
 
     def _forward(self, sig: int) -> None:
+        if sig == signal.SIGHUP and self.on_reload is not None:
+            self.on_reload.now()
         for child in self.children:
             if child.process is not None and child.process.returncode is None:
                 child.process.send_signal(sig)
@@ -145,6 +183,8 @@ class Supervisor:
             child.started_at = loop.time()
             process = child.process = await self._spawn(child)
             await asyncio.gather(self._pump(child, process), process.wait())
+            if self.metrics is not None:
+                self.metrics.child_exited(process.pid)
             if self._stopping.is_set():
                 return
             code = process.returncode
@@ -162,6 +202,7 @@ class Supervisor:
                 "vallum",
                 f"{child.name} exited with {_describe_exit(code)}; "
                 f"restarting in {child.backoff:.1f}s (restart {child.restarts})",
+                "warning",
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), child.backoff)

@@ -14,9 +14,9 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -34,6 +34,8 @@ from shared.material import (
 from shared.pki import spiffe_ids
 
 log = logging.getLogger("vallum.rpc")
+
+T = TypeVar("T")
 
 SERVICES = ("authenticate", "authorize", "proxy")
 HEALTH_METHODS = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
@@ -304,32 +306,50 @@ def target_of(url: str) -> str:
 
 
 class ServiceChannel:
-    """A client channel to one Vallum service that follows certificate rotation.
+    """A client channel to one Vallum service that follows certificate rotation and,
+    given several URLs (replicas of the service), fails over between them.
 
     `get()` is what callers use for every call: it returns the current channel,
     opening a new one (and closing the previous after a grace period) when the
     certificate files changed. The check is rate-limited to one stat per second.
+    A caller whose call found the peer unavailable says so with `failed(channel)`;
+    the next `get()` then returns the next URL's channel, in turn.
     """
 
-    def __init__(self, url: str, tls: InternalTLS, *, recheck: float = 1.0) -> None:
-        self.url = url
-        self.target = target_of(url)
+    def __init__(
+        self, urls: str | Sequence[str], tls: InternalTLS, *, recheck: float = 1.0
+    ) -> None:
+        self.urls = (urls,) if isinstance(urls, str) else tuple(urls)
+        if not self.urls:
+            raise ValueError("a service channel needs at least one URL")
+        self._targets = tuple(target_of(url) for url in self.urls)
+        self._index = 0
         self._tls = tls
         self._watch = tls.watch()
         self._recheck = recheck
         self._next_check = 0.0
         self._closing: set[asyncio.Task[None]] = set()
-        self._channel = self._open()
+        self._channels: list[grpc.aio.Channel | None] = [None] * len(self.urls)
+        self._channels[0] = self._open(0)
 
     @property
     def tls(self) -> InternalTLS:
         return self._tls
 
-    def _open(self) -> grpc.aio.Channel:
+    @property
+    def url(self) -> str:
+        """The URL calls go to now."""
+        return self.urls[self._index]
+
+    @property
+    def target(self) -> str:
+        return self._targets[self._index]
+
+    def _open(self, index: int) -> grpc.aio.Channel:
         ca_pem, pair = self._tls.load()
         creds = grpc.ssl_channel_credentials(ca_pem, pair.key_pem, pair.cert_pem)
         return grpc.aio.secure_channel(
-            self.target,
+            self._targets[index],
             creds,
             options=(
                 ("grpc.keepalive_time_ms", 30_000),
@@ -343,20 +363,60 @@ class ServiceChannel:
         if self._watch.watching and now >= self._next_check:
             self._next_check = now + self._recheck
             if self._watch.changed():
-                try:
-                    fresh = self._open()
-                except MaterialError as e:
-                    log.error("internal certificate change not applied, keeping the old one: %s", e)
-                else:
-                    old, self._channel = self._channel, fresh
-                    closing = loop.create_task(_close_later(old, 30.0))
-                    self._closing.add(closing)
-                    closing.add_done_callback(self._closing.discard)
-                    log.info("internal client certificate reloaded for %s", self.url)
-        return self._channel
+                self._reopen_all(loop)
+        channel = self._channels[self._index]
+        if channel is None:
+            channel = self._channels[self._index] = self._open(self._index)
+        return channel
+
+    def _reopen_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            fresh = self._open(self._index)
+        except MaterialError as e:
+            log.error("internal certificate change not applied, keeping the old one: %s", e)
+            return
+        old = [c for c in self._channels if c is not None]
+        # The others open with the new certificate when they are next chosen.
+        self._channels = [None] * len(self.urls)
+        self._channels[self._index] = fresh
+        for channel in old:
+            closing = loop.create_task(_close_later(channel, 30.0))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        log.info("internal client certificate reloaded for %s", ", ".join(self.urls))
+
+    def failed(self, channel: grpc.aio.Channel) -> bool:
+        """A call on `channel` found its peer unavailable: move on to the next URL.
+
+        Returns whether there is another URL to try. Calls that fail together on the
+        same channel move the index once, not once each.
+        """
+        if len(self.urls) == 1:
+            return False
+        if channel is self._channels[self._index]:
+            before = self.url
+            self._index = (self._index + 1) % len(self.urls)
+            log.warning("%s unavailable; calls go to %s now", before, self.url)
+        return True
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            if channel is not None:
+                await channel.close()
+
+
+async def call_once_each(
+    channel: ServiceChannel, call: Callable[[grpc.aio.Channel], Awaitable[T]]
+) -> T:
+    """`call` on the current channel; if its peer is unavailable and another replica
+    is listed, once more on the next. Raises the last grpc.aio.AioRpcError."""
+    current = channel.get()
+    try:
+        return await call(current)
+    except grpc.aio.AioRpcError as e:
+        if e.code() != grpc.StatusCode.UNAVAILABLE or not channel.failed(current):
+            raise
+    return await call(channel.get())
 
 
 async def _close_later(channel: grpc.aio.Channel, grace: float) -> None:
@@ -415,10 +475,16 @@ async def report_reachability(channel: ServiceChannel, peer: str) -> None:
     need an unreachable peer fail closed on their own deadline meanwhile.
     """
     delay, reported = 0.5, False
+    tried = 0  # replicas tried since the last pause
     while True:
+        current = channel.get()
         try:
-            await check_health(channel.get(), timeout=2.0)
+            await check_health(current, timeout=2.0)
         except grpc.aio.AioRpcError as e:
+            tried += 1
+            if channel.failed(current) and tried < len(channel.urls):
+                continue  # another replica: try it at once
+            tried = 0
             if not reported:
                 log.error("%s unreachable: %s; retrying", peer, describe_rpc_error(e, channel.url))
                 reported = True

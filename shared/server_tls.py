@@ -95,6 +95,20 @@ class CertificateSet:
         self._by_name, self._default = by_name, default
         self.generation += 1
 
+    def replace_sources(self, sources: Sequence[PairSource]) -> None:
+        """Serve other configured pairs from the next handshake (a reloaded config);
+        MaterialError, with the old pairs still serving, when one cannot be loaded."""
+        if not sources and self._fallback is None:
+            raise MaterialError("no server certificate configured")
+        old = self._sources
+        self._sources = list(sources)
+        try:
+            self._load()
+        except (MaterialError, ssl.SSLError, OSError):
+            self._sources = old
+            raise
+        self._watch = FileWatch([p for s in sources for p in (s.cert.path, s.key.path)])
+
     def covers(self, server_name: str) -> bool:
         """Whether a configured pair names `server_name` (exactly or by wildcard)."""
         name = server_name.lower()
@@ -130,6 +144,12 @@ class CertificateSet:
             if entry is not None:
                 return entry
         return self._default
+
+    def leaves(self) -> list[x509.Certificate]:
+        """Every certificate this set serves now, each once (for expiry metrics)."""
+        entries = [self._default, *self._by_name.values(), *self._dynamic.values()]
+        unique = {id(pair): pair.leaf for _, pair in entries}
+        return list(unique.values())
 
     def reload_if_changed(self) -> bool:
         if not self._watch.changed():

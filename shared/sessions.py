@@ -2,8 +2,8 @@
 
 A handle names a session without revealing its id and cannot be forged: it is the
 session id and an expiry sealed with AES-256-GCM under a key derived from
-`shared_secret` (HKDF-SHA256, RFC 5869), so authenticate issues it, the proxy carries
-it and authorize opens it, and every replica agrees. A tampered, foreign or expired
+`cookie_secret` (HKDF-SHA256, RFC 5869), so the proxy seals it, authorize opens it,
+and every replica given the same cookie_secret agrees. A tampered, foreign or expired
 handle opens to nothing: the request is treated as signed out, never as a user.
 Pure code: no I/O.
 """
@@ -30,8 +30,8 @@ class InvalidHandle(Exception):
     """Why a handle was refused, in words fit for the log (never for the user)."""
 
 
-def derive_key(shared_secret: bytes, label: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(shared_secret)
+def derive_key(secret: bytes, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(secret)
 
 
 def new_session_id() -> str:
@@ -40,8 +40,8 @@ def new_session_id() -> str:
 
 
 class HandleCodec:
-    def __init__(self, shared_secret: bytes) -> None:
-        self._aead = AESGCM(derive_key(shared_secret, b"vallum session handle v1"))
+    def __init__(self, cookie_secret: bytes) -> None:
+        self._aead = AESGCM(derive_key(cookie_secret, b"vallum session handle v1"))
 
     def seal(self, session_id: str, expires_at: int) -> str:
         nonce = os.urandom(_NONCE)

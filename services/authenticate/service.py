@@ -13,16 +13,20 @@ import grpc
 import httpx
 import uvicorn
 
+from services import runtime
+from services.agreement import ACL as AGREEMENT_ACL
+from services.agreement import AgreementServicer, agree
 from services.authenticate.oidc import ClientSettings, RelyingParty, StateCodec, new_http_client
 from services.authenticate.refresh import Refresher
 from services.authenticate.sessions_rpc import ACL, SessionServicer
 from services.authenticate.stores import SessionStore, open_store
+from services.authenticate.stores.timed import TimedStore
 from services.authenticate.web import SignInPages
 from services.topology import authenticate_http_address, grpc_listen_address
 from shared.config import Config
 from shared.listen import bind
 from shared.material import MaterialError, load_key_pair
-from shared.pb import session_pb2_grpc
+from shared.pb import agreement_pb2_grpc, session_pb2_grpc
 from shared.rpc import RpcServer, StartupError, internal_tls, start_server
 from shared.server_tls import CertificateSet, certificate_sources, context_for
 
@@ -36,7 +40,17 @@ class Authenticate:
     http: httpx.AsyncClient | None = None
     web: uvicorn.Server | None = None
     web_address: str = ""
+    serving: asyncio.Task[None] | None = None  # the sign-in pages' server
+    pages: SignInPages | None = None
+    agreement: AgreementServicer | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def apply(self, config: Config) -> None:
+        """A reloaded configuration: the routes that return-to URLs may name."""
+        if self.pages is not None:
+            self.pages.use_routes(config)
+        if self.agreement is not None:
+            self.agreement.update(config)
 
     def describe(self) -> str:
         pages = f", sign-in pages on {self.web_address}" if self.web_address else ""
@@ -45,12 +59,11 @@ class Authenticate:
     async def stop(self, grace: float) -> None:
         if self.web is not None:
             self.web.should_exit = True
-        if self.tasks:
-            serving, *others = self.tasks
-            for task in others:
-                task.cancel()
+        for task in self.tasks:
+            task.cancel()
+        if self.serving is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(serving, grace)
+                await asyncio.wait_for(self.serving, grace)
         await self.rpc.stop(grace)
         if self.http is not None:
             await self.http.aclose()
@@ -58,24 +71,37 @@ class Authenticate:
 
 
 async def start(config: Config) -> Authenticate:
-    store = await open_store(config)
+    # Timed where every caller (SessionService, sign-in, refresher) goes through it.
+    store: SessionStore = TimedStore(await open_store(config), config.databroker_storage_type)
+
+    agreement = AgreementServicer(config, "authenticate")
 
     def register(server: grpc.aio.Server) -> None:
         session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(store), server)
+        agreement_pb2_grpc.add_AgreementServicer_to_server(agreement, server)
 
     address = grpc_listen_address(config, "authenticate")
+    tls = internal_tls(config)
     try:
-        rpc = await start_server(address, internal_tls(config), ACL, register)
+        rpc = await start_server(address, tls, {**ACL, **AGREEMENT_ACL}, register)
     except BaseException:
         await store.close()
         raise
-    service = Authenticate(rpc, store)
+    service = Authenticate(rpc, store, agreement=agreement)
+    try:
+        # The other replicas (databroker_service_url lists them) must agree too.
+        asking = await agree(config, "authenticate", tls, runtime.refuse)
+    except BaseException:
+        await service.stop(0)
+        raise
     if config.idp_provider_url and config.authenticate_service_url:
         try:
             await _start_sign_in(service, config)
         except BaseException:
             await service.stop(0)
             raise
+    if asking is not None:
+        service.tasks.append(asking)
     return service
 
 
@@ -92,7 +118,8 @@ async def _start_sign_in(service: Authenticate, config: Config) -> None:
     rp = RelyingParty(
         ClientSettings.from_config(config), service.http, StateCodec(config.shared_secret)
     )
-    app = SignInPages(config, service.store, rp).app()
+    service.pages = SignInPages(config, service.store, rp)
+    app = service.pages.app()
     sock = bind(address, "address" if public else "authenticate_internal_service_url")
     uv = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
@@ -102,11 +129,11 @@ async def _start_sign_in(service: Authenticate, config: Config) -> None:
     server = uvicorn.Server(uv)
     service.web = server
     service.web_address = "{}:{}".format(*sock.getsockname()[:2])
-    service.tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+    service.serving = serving = asyncio.create_task(server.serve(sockets=[sock]))
     service.tasks.append(asyncio.create_task(Refresher(service.store, rp).run()))
     while not server.started:
-        if service.tasks[0].done():
-            service.tasks[0].result()
+        if serving.done():
+            serving.result()
             raise StartupError(f"the sign-in pages on {service.web_address} did not start")
         await asyncio.sleep(0.01)
 

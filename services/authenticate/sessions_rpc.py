@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from services.authenticate.stores import SessionStore
+from shared import tracing
 from shared.pb import session_pb2, session_pb2_grpc
 
 _SERVICE = "/vallum.session.v1.SessionService/"
+GET_SPAN = "vallum.session.v1.SessionService/Get"
 
 ACL = {
     _SERVICE + "Get": frozenset({"authorize", "proxy", "authenticate"}),
@@ -29,6 +31,24 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Get(
         self, request: session_pb2.GetRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.GetResponse:
+        if tracing.tracer is None:
+            return await self._get(request)
+        # The caller's span (authorize's fetch) is the parent, named in the metadata.
+        parent = dict(context.invocation_metadata() or ()).get(tracing.TRACEPARENT)
+        span = tracing.tracer.start_span(
+            GET_SPAN,
+            context=tracing.parent_from(parent),
+            kind=tracing.SERVER,
+            attributes=tracing.SESSION_GET_ATTRIBUTES,
+        )
+        try:
+            response = await self._get(request)
+            span.set_attribute("vallum.session.found", response.found)
+            return response
+        finally:
+            span.end()
+
+    async def _get(self, request: session_pb2.GetRequest) -> session_pb2.GetResponse:
         session = await self._store.get(request.id)
         if session is None:
             return session_pb2.GetResponse(found=False)

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from services.authenticate import metrics
 from services.authenticate.oidc import (
     IdPError,
     IdPUnavailable,
@@ -48,6 +49,10 @@ CSRF_MAX_AGE = 300
 
 
 class SignInPages:
+    def use_routes(self, config: Config) -> None:
+        """Return-to URLs are checked against these routes from now on (a reload)."""
+        self._routes = RouteTable.compile(config.routes)
+
     def __init__(self, config: Config, store: SessionStore, rp: RelyingParty) -> None:
         assert config.shared_secret is not None and config.authenticate_service_url
         self._config = config
@@ -106,6 +111,14 @@ class SignInPages:
         return response
 
     async def callback(self, request: Request) -> Response:
+        response = await self._callback(request)
+        result = getattr(request.state, "sign_in_error", "") or (
+            "signed-in" if response.status_code == 302 else "error"
+        )
+        metrics.sign_ins.inc(result)
+        return response
+
+    async def _callback(self, request: Request) -> Response:
         query = request.query_params
         if "error" in query:
             detail = query.get("error_description") or query["error"]
@@ -224,6 +237,7 @@ class SignInPages:
         return self._error(request, 502, "idp-error", e.reason)
 
     def _error(self, request: Request, status: int, reason: str, detail: str) -> Response:
+        request.state.sign_in_error = reason  # for the sign-in count
         titles = {400: "Sign-in failed", 403: "Sign-in refused", 502: "Sign-in unavailable"}
         page = ErrorPage(
             status=status,

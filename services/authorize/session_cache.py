@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from typing import Any
 
 import grpc
 
+from services.authorize import metrics
 from services.authorize.active_session import ActiveSession, from_record
+from shared import tracing
 from shared.pb import session_pb2, session_pb2_grpc
-from shared.rpc import ServiceChannel, describe_rpc_error
+from shared.rpc import ServiceChannel, call_once_each, describe_rpc_error
 
 log = logging.getLogger("vallum.authorize.sessions")
 
 GET_TIMEOUT = 2.0
+GET_SPAN = "vallum.session.v1.SessionService/Get"
 
 
 class SessionsUnavailable(Exception):
@@ -55,27 +60,57 @@ class SessionCache:
         self.hits += 1
         return session
 
-    async def get(self, session_id: str, now: float) -> ActiveSession | None:
-        """The session if it exists and has not expired, else None."""
+    async def get(self, session_id: str, now: float, parent: Any = None) -> ActiveSession | None:
+        """The session if it exists and has not expired, else None. `parent`: the span
+        of the check that asks (tracing on), for the fetch's span to be a child of."""
         session = self.cached(session_id, now)
         if session is not None:
             return session
         self.misses += 1
-        session = await self._fetch(session_id)
+        if parent is not None:
+            session = await self._traced_fetch(session_id, parent)
+        else:
+            session = await self._fetch(session_id)
         if session is None or session.expires_at <= now:
             self._cache.pop(session_id, None)
             return None
         return session
 
-    async def _fetch(self, session_id: str) -> ActiveSession | None:
-        events_before = self._events
-        stub = session_pb2_grpc.SessionServiceStub(self._channel.get())
+    async def _traced_fetch(self, session_id: str, parent: Any) -> ActiveSession | None:
+        assert tracing.tracer is not None
+        span = tracing.tracer.start_span(
+            GET_SPAN,
+            context=tracing.child_context(parent),
+            kind=tracing.CLIENT,
+            attributes=tracing.SESSION_GET_ATTRIBUTES,
+        )
         try:
-            response = await stub.Get(
-                session_pb2.GetRequest(id=session_id, include_tokens=True), timeout=GET_TIMEOUT
-            )
+            # authenticate's span for the call is a child of this one.
+            metadata = tuple(tracing.carrier_for(span).items())
+            session = await self._fetch(session_id, metadata)
+            span.set_attribute("vallum.session.found", session is not None)
+            return session
+        except SessionsUnavailable as e:
+            span.set_status(tracing.ERROR, str(e))
+            raise
+        finally:
+            span.end()
+
+    async def _fetch(
+        self, session_id: str, metadata: tuple[tuple[str, str], ...] | None = None
+    ) -> ActiveSession | None:
+        events_before = self._events
+        request = session_pb2.GetRequest(id=session_id, include_tokens=True)
+        started = time.perf_counter()
+        try:
+            # With several authenticate replicas (databroker_service_url lists them),
+            # an unavailable one is passed over for the next: they share the store.
+            response = await call_once_each(self._channel, lambda ch: _get(ch, request, metadata))
         except grpc.aio.AioRpcError as e:
+            metrics.session_fetch.observe("error", time.perf_counter() - started)
             raise SessionsUnavailable(describe_rpc_error(e, self._channel.url)) from None
+        took = time.perf_counter() - started
+        metrics.session_fetch.observe("found" if response.found else "missing", took)
         if not response.found:
             return None
         session = from_record(response.session)
@@ -96,8 +131,8 @@ class SessionCache:
         """Keep the Watch stream open for as long as authorize runs."""
         delay = 0.5
         while True:
-            stub = session_pb2_grpc.SessionServiceStub(self._channel.get())
-            call = stub.Watch(session_pb2.WatchRequest())
+            channel = self._channel.get()
+            call = session_pb2_grpc.SessionServiceStub(channel).Watch(session_pb2.WatchRequest())
             try:
                 async for event in call:
                     self._apply(event)
@@ -106,10 +141,12 @@ class SessionCache:
                         delay = 0.5
                         log.info("session changes streaming from %s; caching on", self._channel.url)
             except grpc.aio.AioRpcError as e:
+                why = describe_rpc_error(e, self._channel.url)
+                if e.code() == grpc.StatusCode.UNAVAILABLE and self._channel.failed(channel):
+                    delay = 0.1  # another replica is there: try it soon
                 if self._live:
                     log.warning(
-                        "session change stream lost (%s); caching off until it is back",
-                        describe_rpc_error(e, self._channel.url),
+                        "session change stream lost (%s); caching off until it is back", why
                     )
             finally:
                 self._live = False
@@ -117,3 +154,15 @@ class SessionCache:
                 call.cancel()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+async def _get(
+    channel: grpc.aio.Channel,
+    request: session_pb2.GetRequest,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> session_pb2.GetResponse:
+    stub = session_pb2_grpc.SessionServiceStub(channel)
+    response: session_pb2.GetResponse = await stub.Get(
+        request, timeout=GET_TIMEOUT, metadata=metadata
+    )
+    return response

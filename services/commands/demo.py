@@ -98,7 +98,7 @@ def handle_idp(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return runtime.EXIT_CONFIG
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format, "demo-idp")
 
     async def start(cfg: Config) -> runtime.Running:
         return await start_idp(idp_config(cfg))
@@ -124,7 +124,7 @@ def handle_app(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return runtime.EXIT_CONFIG
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format, "demo-app")
     target = urlsplit(config.routes[0].to[0].url)
 
     async def start(cfg: Config) -> runtime.Running:

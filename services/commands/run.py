@@ -14,12 +14,18 @@ import os
 import sys
 
 from services import runtime
-from services.bootstrap import SERVICES, prepare
+from services.bootstrap import (
+    SERVICES,
+    ServerCertificateFollower,
+    own_server_certificate,
+    prepare,
+)
 from services.supervisor import Supervisor, make_children
 from services.topology import proxy_listeners
 from shared.config import Config, ConfigError, load_config
 from shared.listen import ensure_free
 from shared.logs import setup_logging
+from shared.metrics.multiproc import SharedMetrics
 from shared.rpc import StartupError
 
 log = logging.getLogger("vallum")
@@ -53,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
         setup_logging("info")
         log.error("the configuration has problems:\n%s", e)
         return runtime.EXIT_CONFIG
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format, process_name(config, args.worker))
     if args.ready_fd is None:
         # Only the supervisor passes --ready-fd: its children load the same file, and
         # the supervisor has already told the user, so each warning appears once.
@@ -64,7 +70,11 @@ def handle(args: argparse.Namespace) -> int:
     workers = 1 if args.worker is not None else config.proxy_workers
     if len(services) == 1 and (services != ["proxy"] or workers == 1):
         return runtime.run_service(
-            config, services[0], starter(services[0]), ready_fd=args.ready_fd
+            config,
+            services[0],
+            starter(services[0]),
+            ready_fd=args.ready_fd,
+            reload=lambda: load(args.config, args.services),
         )
     try:
         if "proxy" in services and workers > 1:
@@ -76,9 +86,37 @@ def handle(args: argparse.Namespace) -> int:
     if config.all_in_one and config.demo:
         # DEVELOPMENT ONLY: the demo IdP and app start first, so sign-in works at once.
         services = ["demo-idp", "demo-app", *services]
-    children = make_children(services, args.config, overrides, os.environ, workers)
-    supervisor = Supervisor(children, banner=banner(config))
+    try:
+        metrics = SharedMetrics(config.metrics_address) if config.metrics_address else None
+    except StartupError as e:
+        log.error("%s", e)
+        return runtime.EXIT_CONFIG
+    base_env = {**os.environ, **(metrics.child_env() if metrics else {})}
+    children = make_children(services, args.config, overrides, base_env, workers)
+    supervisor = Supervisor(
+        children,
+        banner=banner(config),
+        metrics=metrics,
+        json_logs=config.log_format == "json",
+    )
+    if config.all_in_one and own_server_certificate(config):
+        supervisor.on_reload = ServerCertificateFollower(
+            config, lambda: load(args.config, args.services)
+        )
     return asyncio.run(supervisor.run())
+
+
+def process_name(config: Config, worker: int | None) -> str:
+    """This process in the logs: its service (a worker: `proxy#2`, as the supervisor
+    names it), or `vallum` for the supervisor."""
+    if config.sidecar_only:
+        return "sidecar"
+    services = [s for s in SERVICES if s in config.services]
+    if worker is not None:
+        return f"{services[0]}#{worker}"
+    if len(services) == 1 and (services != ["proxy"] or config.proxy_workers == 1):
+        return services[0]
+    return "vallum"
 
 
 def report_notices(config: Config) -> None:
@@ -128,6 +166,10 @@ def banner(config: Config) -> str:
     if config.authenticate_service_url:
         lines.append(f"  sign in at {config.authenticate_service_url}")
     lines.append(f"  health: {scheme}://localhost{port}/healthz")
+    if config.metrics_address is not None:
+        where = config.metrics_address
+        metrics_host = where if where.host else f"localhost:{where.port}"
+        lines.append(f"  metrics: http://{metrics_host}/metrics")
     if not config.insecure_server and config.certificate is None and not config.certificates:
         lines.append(
             f"  the server certificate is from Vallum's own CA: trust "

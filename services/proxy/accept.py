@@ -61,7 +61,7 @@ class SniAcceptor:
         self._accepts = AcceptLoop(sock, self._accepted)
         self._factory = factory
         self._certificates = certificates
-        self._trust = trust
+        self.trust = trust  # replaced when a reloaded config changes the routes
         self._acme_tls_alpn = acme_tls_alpn
         self._stapling = stapling
         self._loop = asyncio.get_running_loop()
@@ -87,7 +87,7 @@ class SniAcceptor:
         if ACME_TLS_ALPN in hello.alpn and self._acme_tls_alpn is not None:
             self._acme_validation(conn, name)
             return
-        trust = self._trust
+        trust = self.trust
         scope = trust.scope_for(name) if trust is not None else None
         stapled = self._stapling(name) if self._stapling and name and scope is None else None
         if stapled is not None:

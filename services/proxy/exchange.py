@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,10 +71,15 @@ class Exchange:
         # (one TLS record, one syscall) when the read is done: see flush().
         self._out: list[bytes] = []
         self.bytes_up = 0
+        # Seconds from run() to the upstream's response head (-1: none came).
+        self.head_after = -1.0
+        self._started = 0.0
 
     async def run(self) -> Failure | None:
         """Forward; None when the response was relayed in full."""
         failure: Failure | None = None
+        # Not loop.time(): uvloop's clock moves in whole milliseconds.
+        self._started = time.monotonic()
         for target in self._plan.targets:
             try:
                 up = self._pool.idle_connection(target) or await self._pool.acquire(
@@ -192,6 +198,8 @@ class Exchange:
         chunked: bool,
     ) -> None:
         self._got_head = True
+        if self.head_after < 0:
+            self.head_after = time.monotonic() - self._started
         if self._head_timer:
             self._pool.deadlines.clear(self)
             self._head_timer = False

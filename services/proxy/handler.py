@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from services.proxy import metrics, request_spans
 from services.proxy.asgi import call_asgi
 from services.proxy.check_client import CheckClient, CheckUnavailable
 from services.proxy.client_trust import DownstreamTrust
@@ -38,7 +39,8 @@ from services.proxy.routes import ProxyRoutes, RouteRuntime, redirect_location, 
 from services.proxy.session_pages import SessionPages
 from services.proxy.upstream import Pool
 from services.proxy.upstream_tls import describe_tls_failure
-from shared.logs import logfmt
+from shared import tracing
+from shared.logs import Fields
 from shared.pb import authorize_pb2
 from shared.policy import POLICY_HEADERS
 from shared.routing import rewrite_path
@@ -83,13 +85,22 @@ class Handler:
     async def __call__(self, conn: HttpConnection, request: Request) -> None:
         started = time.monotonic()
         request_id = request.request_id = next(self._ids)
+        if tracing.tracer is not None:
+            request.span = request_spans.start_request(request, request_id)
         try:
             await self._handle(conn, request, request_id)
         finally:
+            if request.span is not None:
+                request_spans.end_request(request.span, request)
+            elapsed = time.monotonic() - started
+            route = request.route_label
+            metrics.requests.inc((route, request.method, request.status))
+            metrics.request_duration.observe(route, elapsed)
             if access.isEnabledFor(logging.INFO):
                 access.info(
                     "%s",
-                    logfmt(
+                    Fields(
+                        "request",
                         request_id=request_id,
                         method=request.method,
                         host=request.host,
@@ -97,7 +108,7 @@ class Handler:
                         status=request.status,
                         route=request.route,
                         decision=request.decision,
-                        ms=f"{(time.monotonic() - started) * 1000:.1f}",
+                        ms=round(elapsed * 1000, 1),
                     ),
                 )
 
@@ -161,16 +172,32 @@ class Handler:
             self.pages.send(conn, request, 404, request_id, html)
             return
         request.route = route.index
+        request.route_label = self.routes.route_labels[route.index]
 
+        checking = time.monotonic()
+        batched = self._check(request, request_id, scheme, host, path, query, info, route.index)
+        check_span = None
+        if request.span is not None:
+            check_span = request_spans.start_check(request.span, batched.request)
         try:
-            decision = await self.check.decide(
-                self._check(request, request_id, scheme, host, path, query, info, route.index)
-            )
+            decision = await self.check.decide(batched)
         except CheckUnavailable as e:
+            if check_span is not None:
+                request_spans.end_check(check_span, None, str(e))
+            metrics.check_duration.observe(None, time.monotonic() - checking)
+            metrics.errors.inc("authorize-unavailable")
             request.decision = "unavailable"
-            access.warning("request %s: no decision from authorize: %s", request_id, e)
+            access.warning(
+                "request %s: no decision from authorize: %s",
+                request_id,
+                e,
+                extra={"request_id": request_id},
+            )
             self.pages.send(conn, request, 503, request_id, html)
             return
+        metrics.check_duration.observe(None, time.monotonic() - checking)
+        if check_span is not None:
+            request_spans.end_check(check_span, decision)
         outcome = decision.outcome
         request.decision = OUTCOMES.get(outcome, "unknown")
         if outcome != authorize_pb2.ALLOW:
@@ -215,6 +242,9 @@ class Handler:
         batched = authorize_pb2.BatchedCheck()
         check = batched.request
         check.request_id = request_id
+        # Matched against these routes a moment ago (no await since): authorize decides
+        # with the same ones, even while a reload reaches the two at different times.
+        check.config_version = self.routes.version
         check.scheme = scheme
         check.host = host
         check.method = request.method
@@ -306,6 +336,8 @@ class Handler:
             keys=keys,
         )
         headers.append((b"x-request-id", request_id.encode()))
+        if request.span is not None:
+            headers = request_spans.with_trace_headers(headers, request.span)
         chunked = b"transfer-encoding" in keys
         if chunked:
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
@@ -327,6 +359,8 @@ class Handler:
         )
         exchange = Exchange(conn, request, self.pool, plan)
         failure = await exchange.run()
+        if exchange.head_after >= 0:
+            metrics.upstream_duration.observe(request.route_label, exchange.head_after)
         if failure is None:
             return
         self._upstream_failed(conn, request, route, failure, request_id, html)
@@ -353,9 +387,11 @@ class Handler:
             )
         else:
             code, words = "upstream-connection-reset", "the app closed the connection"
+        metrics.errors.inc(code)
         access.warning(
             "%s",
-            logfmt(
+            Fields(
+                "upstream failed",
                 request_id=request_id,
                 upstream_failure=code,
                 route=route.index,

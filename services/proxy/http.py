@@ -124,7 +124,11 @@ class Request:
     host: str = ""
     path: str = ""
     route: int = -1
+    # The route's metric label ("": no route), taken from the table that matched it.
+    route_label: str = ""
     decision: str = ""
+    # The request's server span while tracing is on (shared.tracing), else None.
+    span: Any = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first line named `name` (lower case)."""
@@ -171,6 +175,9 @@ class HttpConnection(asyncio.Protocol):
         # it after KEEP_ALIVE_SECONDS. A timer per request would cost more than this.
         self.idle_since: float | None = None
         self.closing = False
+        # The proxy is stopping: every response from now on says `connection: close`,
+        # so a keep-alive client takes its next request elsewhere instead of here.
+        self.draining = False
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -254,7 +261,7 @@ class HttpConnection(asyncio.Protocol):
             headers=self._headers,
             keys=self._keys,
             version=parser.get_http_version(),
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=parser.should_keep_alive() and not self.draining,
             upgrade=parser.should_upgrade(),
             body=Body(self),
         )
@@ -299,6 +306,14 @@ class HttpConnection(asyncio.Protocol):
 
     def _arm_idle(self) -> None:
         self.idle_since = self.loop.time()
+
+    def drain(self) -> None:
+        """Finish what is in progress, with `connection: close`; nothing after it."""
+        self.draining = True
+        for request in self._queue:
+            request.keep_alive = False
+        if not self.busy:
+            self.close()
 
     def close_if_idle_since(self, cutoff: float) -> None:
         idle = self.idle_since is not None and self.idle_since <= cutoff

@@ -18,6 +18,7 @@ from services.proxy.http import Request
 from services.proxy.upstream import Target
 from services.proxy.upstream_tls import UpstreamTLS
 from shared.config import Config, Route, WeightedURL
+from shared.config.reload import routes_version
 from shared.routing import RouteTable
 
 DOWN_SECONDS = 10.0
@@ -106,6 +107,7 @@ def _upstream(url: str, weight: int, tls: UpstreamTLS | None) -> Upstream:
 class ProxyRoutes:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.version = routes_version(config)
         self.table = RouteTable.compile(config.routes)
         self.trusted_hops = config.xff_num_trusted_hops
         self.cookie_name = config.cookie_name.encode("latin-1")
@@ -124,6 +126,9 @@ class ProxyRoutes:
                     response_headers=tuple(route.set_response_headers.items()),
                 )
             )
+
+        # Metric labels by route index, bounded and stable: name or id, else `from`.
+        self.route_labels = tuple(r.name or r.id or r.from_url for r in config.routes)
 
         # In all-in-one (or when the proxy fronts authenticate), the authenticate host is
         # forwarded to authenticate's own pages without a Check: signed-out users must

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from services import runtime
+from services.agreement import agree
 from services.proxy.accept import SniAcceptor
 from services.proxy.autocert.manager import Autocert, self_signed
 from services.proxy.autocert.store import StoreError
@@ -44,6 +46,7 @@ from shared.rpc import (
 )
 from shared.server_tls import CertificateSet, certificate_sources
 from shared.sessions import HandleCodec
+from shared.signing import signing_keys
 
 log = logging.getLogger("vallum.proxy")
 
@@ -60,6 +63,8 @@ class Proxy:
     sessions: ServiceChannel
     trust: DownstreamTrust | None = None
     autocert: Autocert | None = None
+    handler: Handler | None = None
+    well_known: WellKnown | None = None
     server: asyncio.Server | None = None
     acceptor: SniAcceptor | None = None
     redirect_server: asyncio.Server | None = None
@@ -67,6 +72,40 @@ class Proxy:
     connections: set[HttpConnection] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     bound: str = ""
+
+    def apply(self, config: Config) -> None:
+        """Serve a reloaded configuration from the next request: build it all, then swap."""
+        assert self.handler is not None and self.well_known is not None
+        routes = ProxyRoutes(config)
+        jwks = signing_keys(config).jwks_json
+        # Client-certificate trust is per route: rebuilt with the routes. Whether the
+        # listener asks for certificates at all is fixed at start.
+        trust = None
+        if self.certificates is not None:
+            trust = DownstreamTrust(config, self.certificates)
+            if trust.enabled != (self.trust is not None):
+                raise StartupError(
+                    "client certificates: the new routes "
+                    + ("ask" if trust.enabled else "no longer ask")
+                    + " for them; the listener's choice is fixed at start, so restart"
+                )
+            if not trust.enabled:
+                trust = None
+        if self.certificates is not None and not _same_sources(self.config, config):
+            self.certificates.replace_sources(certificate_sources(config))
+        if config.autocert and config.autocert_hosts() != self.config.autocert_hosts():
+            log.warning(
+                "autocert: the route hosts changed; certificates for new hosts are "
+                "obtained after a restart"
+            )
+        # Nothing above changed what serves; from here on nothing can fail.
+        self.well_known.publish(jwks)
+        self.trust = trust
+        self.handler.trust = trust
+        if self.acceptor is not None:
+            self.acceptor.trust = trust
+        self.handler.routes = routes
+        self.config = config
 
     def describe(self) -> str:
         scheme = "http" if self.certificates is None else "https"
@@ -93,12 +132,12 @@ class Proxy:
             self.acceptor.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        # Idle keep-alive connections go now; busy ones when their request is done.
+        # Idle keep-alive connections go now; busy ones when their request is done, and
+        # its response tells the client so (`connection: close`).
         while loop.time() < deadline:
-            busy = [c for c in self.connections if c.busy]
-            for conn in self.connections - set(busy):
-                conn.close()
-            if not busy:
+            for conn in list(self.connections):
+                conn.drain()
+            if not any(c.busy for c in self.connections):
                 break
             await asyncio.sleep(0.05)
         else:
@@ -155,15 +194,19 @@ async def start(config: Config) -> Proxy:
         well_known = WellKnown(config)
     except ValueError as e:
         raise StartupError(f"shared_secret: {e} (the JWKS publishes the signing keys)") from None
-    channel = ServiceChannel(config.authorize_service_url[0], tls)
-    sessions = ServiceChannel(config.databroker_service_url[0], tls)
+    if config.cookie_secret is None:
+        raise StartupError("cookie_secret: required (the session cookie is sealed with it)")
+    # Before listening: a proxy that disagrees with its peers would serve sign-in loops.
+    asking = await agree(config, "proxy", tls, runtime.refuse)
+    channel = ServiceChannel(config.authorize_service_url, tls)
+    sessions = ServiceChannel(config.databroker_service_url, tls)
     check = CheckClient(channel)
     pool = Pool()
     proxy = Proxy(config, channel, certificates, check, pool, sessions, trust)
     proxy.autocert = autocert
-    assert config.shared_secret is not None  # WellKnown needs it too, checked above
+    proxy.well_known = well_known
     routes = ProxyRoutes(config)
-    user = UserPages(sessions, HandleCodec(config.shared_secret), config.cookie_name)
+    user = UserPages(sessions, HandleCodec(config.cookie_secret), config.cookie_name)
     session_pages = SessionPages(config)
     builtin = Starlette(
         routes=[
@@ -178,7 +221,7 @@ async def start(config: Config) -> Proxy:
             Route("/.pomerium/sign_out", session_pages.sign_out, methods=["GET", "POST"]),
         ]
     )
-    handler = Handler(
+    handler = proxy.handler = Handler(
         routes,
         check,
         pool,
@@ -229,22 +272,30 @@ async def start(config: Config) -> Proxy:
     pool.start()
     proxy.tasks.append(asyncio.create_task(reap_idle(proxy.connections)))
     if certificates is not None:
-        proxy.tasks.append(asyncio.create_task(watch_certificates(certificates, trust)))
+        proxy.tasks.append(asyncio.create_task(watch_certificates(proxy)))
     if autocert is not None:
         autocert.start()  # after the listeners: validation requests must find them
     proxy.tasks.append(asyncio.create_task(report_reachability(channel, "authorize")))
+    if asking is not None:
+        proxy.tasks.append(asking)
     return proxy
 
 
-async def watch_certificates(
-    certificates: CertificateSet, trust: DownstreamTrust | None, interval: float = 1.0
-) -> None:
+async def watch_certificates(proxy: Proxy, interval: float = 1.0) -> None:
     """Server certificates, client CAs and CRLs: re-read when their files change."""
     while True:
         await asyncio.sleep(interval)
-        certificates.reload_if_changed()
-        if trust is not None:
-            trust.reload_if_changed()
+        if proxy.certificates is not None:
+            proxy.certificates.reload_if_changed()
+        if proxy.trust is not None:  # the current one: a reload replaces it
+            proxy.trust.reload_if_changed()
+
+
+def _same_sources(a: Config, b: Config) -> bool:
+    def paths(config: Config) -> list[tuple[str | None, str | None]]:
+        return [(s.cert.path, s.key.path) for s in certificate_sources(config)]
+
+    return paths(a) == paths(b) and certificate_sources(a) == certificate_sources(b)
 
 
 def sign_in_url(config: Config) -> str | None:

@@ -22,9 +22,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 class SessionPages:
     def __init__(self, config: Config) -> None:
-        assert config.shared_secret is not None
+        assert config.shared_secret is not None and config.cookie_secret is not None
         self._config = config
-        self._handles = HandleCodec(config.shared_secret)
+        self._handles = HandleCodec(config.cookie_secret)
         self._signer = URLSigner(config.shared_secret)
         self._authenticate = (config.authenticate_service_url or "").rstrip("/")
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from shared.pb import session_pb2, session_pb2_grpc
-from shared.rpc import ServiceChannel
+from shared.rpc import ServiceChannel, call_once_each
 from shared.sessions import HandleCodec, InvalidHandle
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -44,8 +44,11 @@ class UserPages:
             session_id = self._handles.open(handle, now)
         except InvalidHandle:
             return None
-        stub = session_pb2_grpc.SessionServiceStub(self._sessions.get())
-        response = await stub.Get(session_pb2.GetRequest(id=session_id), timeout=2.0)
+        get = session_pb2.GetRequest(id=session_id)
+        response = await call_once_each(
+            self._sessions,
+            lambda ch: session_pb2_grpc.SessionServiceStub(ch).Get(get, timeout=2.0),
+        )
         session = response.session
         if not response.found or session.expires_at.seconds <= now:
             return None

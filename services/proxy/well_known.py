@@ -22,6 +22,10 @@ class WellKnown:
         self._jwks = signing_keys(config).jwks_json
         self._authenticate = (config.authenticate_service_url or "").rstrip("/")
 
+    def publish(self, jwks: bytes) -> None:
+        """Serve another key set from the next request (key rotation)."""
+        self._jwks = jwks
+
     async def jwks(self, request: Request) -> Response:
         return Response(
             self._jwks,

@@ -278,6 +278,28 @@ class Config:
     databroker_storage_connection_string: str | None = field(default=None, repr=False)
     databroker_storage_connection_string_file: str | None = None
     log_level: str = "info"
+    # Prometheus metrics (/metrics, plain HTTP) for this process; None: off.
+    metrics_address: Address | None = None
+    # console: readable lines; json: one object per line (Vallum's own key).
+    log_format: str = "console"
+    # OpenTelemetry tracing (Pomerium's otel_* keys, see shared/config/tracing.py):
+    # off unless the exporter is otlp. Durations in seconds, None: the SDK's default.
+    otel_traces_exporter: str = "none"
+    otel_traces_sampler_arg: float = 1.0
+    otel_resource_attributes: tuple[tuple[str, str], ...] = ()
+    otel_log_level: str | None = None
+    otel_attribute_value_length_limit: int | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_exporter_otlp_protocol: str | None = None
+    otel_exporter_otlp_traces_protocol: str | None = None
+    # May carry a collector's credentials: out of repr.
+    otel_exporter_otlp_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    otel_exporter_otlp_traces_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    otel_exporter_otlp_timeout: float | None = None
+    otel_exporter_otlp_traces_timeout: float | None = None
+    otel_bsp_schedule_delay: float | None = None
+    otel_bsp_max_export_batch_size: int | None = None
     pass_identity_headers: bool | None = None
     # The identity assertion. signing_key holds one or more PEM private keys (the first
     # signs, all are published); None means a key derived from shared_secret.
@@ -311,6 +333,9 @@ class Config:
     # (header name, claim name) pairs set from the verified assertion, in order given.
     sidecar_identity_headers: tuple[tuple[str, str], ...] = ()
 
+    # A fingerprint of the `routes` as written (canonical JSON of the YAML), so that
+    # processes running different builds of Vallum agree on it (see reload.py).
+    routes_fingerprint: str = ""
     # Where the configuration came from; relative paths were resolved against base_dir.
     source_path: str | None = None
     base_dir: str = "."

@@ -6,6 +6,8 @@ argument, and `*_file` keys only record resolved paths for load.py to read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import replace
@@ -29,6 +31,7 @@ from shared.config.fields import (
 )
 from shared.config.model import CertificatePair, Config, Source
 from shared.config.mtls import MTLS_KEYS, check_mtls, mtls_notices
+from shared.config.operate import OPERATE_KEYS
 from shared.config.policies import compile_routes
 from shared.config.routes import parse_routes
 from shared.config.schema import (
@@ -48,6 +51,7 @@ from shared.config.sidecar import SIDECAR_KEYS, check_sidecar, sidecar_notices
 from shared.config.signin import SIGN_IN_KEYS, check_sign_in
 from shared.config.sources import PemKind, parse_cert_or_path, resolve_path
 from shared.config.storage import STORAGE_KEYS, check_storage
+from shared.config.tracing import TRACING_KEYS, check_tracing, tracing_notices
 from shared.config.urls import parse_address, parse_service_url, parse_service_urls
 
 
@@ -137,6 +141,8 @@ TOP_KEYS: tuple[Key, ...] = (
     Key("data_dir", _parse_dir),
     *STORAGE_KEYS,
     Key("log_level", plain(parse_log_level)),
+    *OPERATE_KEYS,
+    *TRACING_KEYS,
     Key("pass_identity_headers", plain(parse_bool)),
     source_key("signing_key", PemKind.KEY, check_signing_key),
     Key("jwt_claims_headers", plain(parse_jwt_claims_headers)),
@@ -235,15 +241,25 @@ def parse_config_partial(
     check_mtls(given, ctx)
     check_autocert(config, given, ctx)
     check_sidecar(config, given, ctx)
+    check_tracing(config, given, ctx)
     config = check_sign_in(config, given, ctx)
     notices = [
         *mtls_notices(config, given),
         *autocert_notices(config, given),
         *sidecar_notices(config, given),
+        *tracing_notices(config, given),
     ]
-    config = replace(config, notices=tuple(notices))
+    config = replace(
+        config, notices=tuple(notices), routes_fingerprint=fingerprint_routes(raw.get("routes"))
+    )
     problems.extend(compile_routes(config.routes, config)[1])
     return config, problems
+
+
+def fingerprint_routes(raw_routes: Any) -> str:
+    """The routes as the user wrote them, canonicalised and hashed (16 hex digits)."""
+    text = json.dumps(raw_routes or [], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: str) -> Config:

@@ -57,6 +57,7 @@ _VALLUM: Final = {
     "route-not-found": "Vallum has no route for this address.",
     "session-store-unavailable": "Vallum cannot look up your session right now.",
     "authorize-unavailable": "Vallum's access check is not answering right now.",
+    "config-out-of-step": "Vallum is applying a new configuration; try again in a moment.",
     "misdirected-request": "The site you asked for is not the one this secure connection "
     "was opened for.",
     "invalid-client-certificate-untrusted": "The client certificate presented was not issued "

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shared/pb/authorize.proto\x12\x13vallum.authorize.v1\"\x15\n\x13\x43heckChannelRequest\" \n\x10\x43heckChannelInfo\x12\x0c\n\x04port\x18\x01 \x01(\r\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"b\n\x11\x43lientCertificate\x12\x11\n\tpresented\x18\x01 \x01(\x08\x12\x11\n\tchain_pem\x18\x02 \x03(\t\x12\x14\n\x0cverify_error\x18\x03 \x01(\t\x12\x11\n\trequested\x18\x04 \x01(\x08\"\x9f\x02\n\x0c\x43heckRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05query\x18\x06 \x01(\t\x12,\n\x07headers\x18\x07 \x03(\x0b\x32\x1b.vallum.authorize.v1.Header\x12\x11\n\tsource_ip\x18\x08 \x01(\t\x12\x13\n\x0bserver_name\x18\t \x01(\t\x12\x42\n\x12\x63lient_certificate\x18\n \x01(\x0b\x32&.vallum.authorize.v1.ClientCertificate\x12\x16\n\x0esession_handle\x18\x0b \x01(\t\"\x85\x02\n\rCheckResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.vallum.authorize.v1.Outcome\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x30\n\x0bset_headers\x18\x04 \x03(\x0b\x32\x1b.vallum.authorize.v1.Header\x12\x16\n\x0eremove_headers\x18\x05 \x03(\t\x12\x14\n\x0credirect_url\x18\x06 \x01(\t\x12\x13\n\x0broute_index\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\t \x01(\t\"?\n\nCheckBatch\x12\x31\n\x06\x63hecks\x18\x01 \x03(\x0b\x32!.vallum.authorize.v1.BatchedCheck\"N\n\x0c\x42\x61tchedCheck\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x32\n\x07request\x18\x02 \x01(\x0b\x32!.vallum.authorize.v1.CheckRequest\"G\n\x10\x43heckResultBatch\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".vallum.authorize.v1.BatchedResult\"Q\n\rBatchedResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x34\n\x08response\x18\x02 \x01(\x0b\x32\".vallum.authorize.v1.CheckResponse*\x93\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x08\n\x04\x44\x45NY\x10\x02\x12\x14\n\x10SIGN_IN_REQUIRED\x10\x03\x12\x1e\n\x1aINVALID_CLIENT_CERTIFICATE\x10\x04\x12\x13\n\x0fROUTE_NOT_FOUND\x10\x05\x12\x0f\n\x0bUNAVAILABLE\x10\x06\x32\x98\x02\n\nAuthorizer\x12N\n\x05\x43heck\x12!.vallum.authorize.v1.CheckRequest\x1a\".vallum.authorize.v1.CheckResponse\x12Y\n\x0b\x43heckStream\x12\x1f.vallum.authorize.v1.CheckBatch\x1a%.vallum.authorize.v1.CheckResultBatch(\x01\x30\x01\x12_\n\x0c\x43heckChannel\x12(.vallum.authorize.v1.CheckChannelRequest\x1a%.vallum.authorize.v1.CheckChannelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shared/pb/authorize.proto\x12\x13vallum.authorize.v1\"\x15\n\x13\x43heckChannelRequest\" \n\x10\x43heckChannelInfo\x12\x0c\n\x04port\x18\x01 \x01(\r\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"b\n\x11\x43lientCertificate\x12\x11\n\tpresented\x18\x01 \x01(\x08\x12\x11\n\tchain_pem\x18\x02 \x03(\t\x12\x14\n\x0cverify_error\x18\x03 \x01(\t\x12\x11\n\trequested\x18\x04 \x01(\x08\"\xcc\x02\n\x0c\x43heckRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05query\x18\x06 \x01(\t\x12,\n\x07headers\x18\x07 \x03(\x0b\x32\x1b.vallum.authorize.v1.Header\x12\x11\n\tsource_ip\x18\x08 \x01(\t\x12\x13\n\x0bserver_name\x18\t \x01(\t\x12\x42\n\x12\x63lient_certificate\x18\n \x01(\x0b\x32&.vallum.authorize.v1.ClientCertificate\x12\x16\n\x0esession_handle\x18\x0b \x01(\t\x12\x16\n\x0e\x63onfig_version\x18\x0c \x01(\t\x12\x13\n\x0btraceparent\x18\r \x01(\t\"\x85\x02\n\rCheckResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.vallum.authorize.v1.Outcome\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x30\n\x0bset_headers\x18\x04 \x03(\x0b\x32\x1b.vallum.authorize.v1.Header\x12\x16\n\x0eremove_headers\x18\x05 \x03(\t\x12\x14\n\x0credirect_url\x18\x06 \x01(\t\x12\x13\n\x0broute_index\x18\x07 \x01(\x05\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\t \x01(\t\"?\n\nCheckBatch\x12\x31\n\x06\x63hecks\x18\x01 \x03(\x0b\x32!.vallum.authorize.v1.BatchedCheck\"N\n\x0c\x42\x61tchedCheck\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x32\n\x07request\x18\x02 \x01(\x0b\x32!.vallum.authorize.v1.CheckRequest\"G\n\x10\x43heckResultBatch\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".vallum.authorize.v1.BatchedResult\"Q\n\rBatchedResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x34\n\x08response\x18\x02 \x01(\x0b\x32\".vallum.authorize.v1.CheckResponse*\x93\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x08\n\x04\x44\x45NY\x10\x02\x12\x14\n\x10SIGN_IN_REQUIRED\x10\x03\x12\x1e\n\x1aINVALID_CLIENT_CERTIFICATE\x10\x04\x12\x13\n\x0fROUTE_NOT_FOUND\x10\x05\x12\x0f\n\x0bUNAVAILABLE\x10\x06\x32\x98\x02\n\nAuthorizer\x12N\n\x05\x43heck\x12!.vallum.authorize.v1.CheckRequest\x1a\".vallum.authorize.v1.CheckResponse\x12Y\n\x0b\x43heckStream\x12\x1f.vallum.authorize.v1.CheckBatch\x1a%.vallum.authorize.v1.CheckResultBatch(\x01\x30\x01\x12_\n\x0c\x43heckChannel\x12(.vallum.authorize.v1.CheckChannelRequest\x1a%.vallum.authorize.v1.CheckChannelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shared.pb.authorize_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1102
-  _globals['_OUTCOME']._serialized_end=1249
+  _globals['_OUTCOME']._serialized_start=1147
+  _globals['_OUTCOME']._serialized_end=1294
   _globals['_CHECKCHANNELREQUEST']._serialized_start=50
   _globals['_CHECKCHANNELREQUEST']._serialized_end=71
   _globals['_CHECKCHANNELINFO']._serialized_start=73
@@ -42,17 +42,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTCERTIFICATE']._serialized_start=146
   _globals['_CLIENTCERTIFICATE']._serialized_end=244
   _globals['_CHECKREQUEST']._serialized_start=247
-  _globals['_CHECKREQUEST']._serialized_end=534
-  _globals['_CHECKRESPONSE']._serialized_start=537
-  _globals['_CHECKRESPONSE']._serialized_end=798
-  _globals['_CHECKBATCH']._serialized_start=800
-  _globals['_CHECKBATCH']._serialized_end=863
-  _globals['_BATCHEDCHECK']._serialized_start=865
-  _globals['_BATCHEDCHECK']._serialized_end=943
-  _globals['_CHECKRESULTBATCH']._serialized_start=945
-  _globals['_CHECKRESULTBATCH']._serialized_end=1016
-  _globals['_BATCHEDRESULT']._serialized_start=1018
-  _globals['_BATCHEDRESULT']._serialized_end=1099
-  _globals['_AUTHORIZER']._serialized_start=1252
-  _globals['_AUTHORIZER']._serialized_end=1532
+  _globals['_CHECKREQUEST']._serialized_end=579
+  _globals['_CHECKRESPONSE']._serialized_start=582
+  _globals['_CHECKRESPONSE']._serialized_end=843
+  _globals['_CHECKBATCH']._serialized_start=845
+  _globals['_CHECKBATCH']._serialized_end=908
+  _globals['_BATCHEDCHECK']._serialized_start=910
+  _globals['_BATCHEDCHECK']._serialized_end=988
+  _globals['_CHECKRESULTBATCH']._serialized_start=990
+  _globals['_CHECKRESULTBATCH']._serialized_end=1061
+  _globals['_BATCHEDRESULT']._serialized_start=1063
+  _globals['_BATCHEDRESULT']._serialized_end=1144
+  _globals['_AUTHORIZER']._serialized_start=1297
+  _globals['_AUTHORIZER']._serialized_end=1577
 # @@protoc_insertion_point(module_scope)

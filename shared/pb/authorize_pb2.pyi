@@ -170,6 +170,8 @@ class CheckRequest(_message.Message):
     SERVER_NAME_FIELD_NUMBER: _builtins.int
     CLIENT_CERTIFICATE_FIELD_NUMBER: _builtins.int
     SESSION_HANDLE_FIELD_NUMBER: _builtins.int
+    CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Correlates the decision with the proxy's access log and error pages."""
     scheme: _builtins.str
@@ -183,6 +185,14 @@ class CheckRequest(_message.Message):
     """TLS server name (SNI) of the downstream connection, if any."""
     session_handle: _builtins.str
     """Opaque, encrypted session handle from the session cookie or bearer token."""
+    config_version: _builtins.str
+    """The version of the routes the proxy matched this request against (empty:
+    authorize's current ones). authorize decides with the same routes.
+    """
+    traceparent: _builtins.str
+    """W3C Trace Context traceparent of the proxy's check span, when tracing is on
+    and the request is sampled; authorize's span for this check is its child.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Header]:
         """Only the headers policy can read (shared.policy.POLICY_HEADERS), names in
@@ -205,10 +215,12 @@ class CheckRequest(_message.Message):
         server_name: _builtins.str = ...,
         client_certificate: Global___ClientCertificate | None = ...,
         session_handle: _builtins.str = ...,
+        config_version: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["client_certificate", b"client_certificate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_certificate", b"client_certificate", "headers", b"headers", "host", b"host", "method", b"method", "path", b"path", "query", b"query", "request_id", b"request_id", "scheme", b"scheme", "server_name", b"server_name", "session_handle", b"session_handle", "source_ip", b"source_ip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_certificate", b"client_certificate", "config_version", b"config_version", "headers", b"headers", "host", b"host", "method", b"method", "path", b"path", "query", b"query", "request_id", b"request_id", "scheme", b"scheme", "server_name", b"server_name", "session_handle", b"session_handle", "source_ip", b"source_ip", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -83,9 +83,13 @@ class JWKSCache:
         """Whether to fetch before checking a token with `kid`."""
         if self.keys is None:
             return self._may_fetch(now)
-        if now >= self.fresh_until or kid not in self.keys:
-            return self._may_fetch(now)
-        return False
+        if self.holds(self.keys, now, kid):
+            return False
+        return self._may_fetch(now)
+
+    def holds(self, keys: KeySet, now: float, kid: str) -> bool:
+        """Whether `keys` (read from this cache) may be used for `kid` without a fetch."""
+        return now < self.fresh_until and kid in keys
 
     def attempted(self, now: float) -> None:
         self.last_attempt = now

@@ -156,8 +156,8 @@ class Verifier:
         if self._static is not None:
             return self._static
         url = self._source(token)
-        keys = self._cache.keys
-        if keys is not None and not self._cache.should_fetch(self._clock(), kid):
+        keys = self._fresh(kid)
+        if keys is not None:
             return keys  # the common case: no lock to wait for
         with self._lock:
             now = self._clock()
@@ -174,8 +174,8 @@ class Verifier:
         if self._static is not None:
             return self._static
         url = self._source(token)
-        keys = self._cache.keys
-        if keys is not None and not self._cache.should_fetch(self._clock(), kid):
+        keys = self._fresh(kid)
+        if keys is not None:
             return keys
         client, lock = self._async_parts()
         async with lock:
@@ -188,6 +188,18 @@ class Verifier:
                 except (httpx.HTTPError, _FetchError) as exc:
                     self._failed(url, exc)
             return self._cached(url)
+
+    def _fresh(self, kid: str) -> KeySet | None:
+        """The cached keys if they hold `kid` and are fresh, else None: then the caller
+        takes the lock, and decides there (fetch, or not yet) on the keys cached then.
+
+        Deciding here with the rate limit could hand out a set read just before another
+        thread stored the set that holds `kid` (its fetch also resets the limit).
+        """
+        keys = self._cache.keys
+        if keys is None or not self._cache.holds(keys, self._clock(), kid):
+            return None
+        return keys
 
     def _request(self, url: str) -> httpx.Request:
         parts = urlsplit(url)

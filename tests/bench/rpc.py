@@ -131,8 +131,8 @@ async def timed(
 async def measure(v: AllInOne, handle: str) -> list[Timing]:
     proxy = v.service_config("proxy")
     authorize = v.service_config("authorize")
-    assert authorize.shared_secret is not None  # bootstrap writes one
-    session_id = HandleCodec(authorize.shared_secret).open(handle, time.time())
+    assert authorize.cookie_secret is not None  # bootstrap writes one
+    session_id = HandleCodec(authorize.cookie_secret).open(handle, time.time())
 
     # As services/proxy/service.py builds its Check client: over the check channel, and
     # again over the CheckStream RPC it falls back to.

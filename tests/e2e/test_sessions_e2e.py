@@ -319,7 +319,7 @@ def test_sigkill_of_authenticate_under_traffic(shared: Shared, alice: str) -> No
 
 
 def forgeries(v: Vallum, handle: str) -> dict[str, str]:
-    secret = base64.b64decode((v.data / "secrets" / "shared_secret").read_text().strip())
+    secret = base64.b64decode((v.data / "secrets" / "cookie_secret").read_text().strip())
     session_id = HandleCodec(secret).open(handle, time.time())
     flipped = list(handle)
     flipped[len(handle) // 2] = "A" if flipped[len(handle) // 2] != "A" else "B"

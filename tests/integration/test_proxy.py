@@ -528,7 +528,7 @@ async def put_session(v: Vallum, email: str, groups: list[str]) -> str:
         timeout=5,
     )
     await channel.close()
-    secret = base64.b64decode((v.data / "secrets" / "shared_secret").read_text().strip())
+    secret = base64.b64decode((v.data / "secrets" / "cookie_secret").read_text().strip())
     return HandleCodec(secret).seal(sid, now + 3600)
 
 

@@ -49,12 +49,7 @@ def two_workers(tmp_path: Path, app: Upstream) -> Iterator[Vallum]:
 
 
 def line_from(proc: Proc, name: str, text: str, start: int = 0) -> int:
-    """Index of the first line from `start` on that child `name` wrote containing `text`."""
-    while True:
-        index = proc.wait_for(text, start=start)
-        if proc.lines[index].startswith(f"{name} "):
-            return index
-        start = index + 1
+    return proc.child_line(name, text, start=start)
 
 
 def fresh_requests(v: Vallum, tag: str, count: int = CONNECTIONS) -> dict[str, int]:

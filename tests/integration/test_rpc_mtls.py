@@ -26,8 +26,16 @@ from services.authorize.authorizer import ACL as AUTHORIZE_ACL
 from services.authorize.authorizer import AuthorizerServicer
 from shared.config import Source
 from shared.pb import authorize_pb2, authorize_pb2_grpc, session_pb2, session_pb2_grpc
-from shared.rpc import InternalTLS, RpcServer, ServiceChannel, check_health, start_server
+from shared.rpc import (
+    InternalTLS,
+    RpcServer,
+    ServiceChannel,
+    call_once_each,
+    check_health,
+    start_server,
+)
 from tests.support.certs import TRUST_DOMAIN, Pair, make_ca, raw_pair, service_pair
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -287,3 +295,31 @@ def test_inline_material_is_accepted(pki) -> None:  # type: ignore[no-untyped-de
     )
     _, loaded = tls.load()
     assert tls.identity(loaded) == "proxy"
+
+
+async def test_a_channel_to_replicas_fails_over_to_the_next_and_back(pki, servers) -> None:  # type: ignore[no-untyped-def]
+    """databroker_service_url lists authenticate replicas: a dead one is passed over."""
+    pair, ca = pki["authorize"], pki["ca"]
+    assert isinstance(pair, Pair) and isinstance(ca, Path)
+    live = f"https://127.0.0.1:{servers['authenticate'].port}"
+    dead = f"https://127.0.0.1:{free_port()}"  # nothing listens there
+    ch = ServiceChannel([dead, live], pair.tls(ca))
+
+    async def get(c: grpc.aio.Channel) -> session_pb2.GetResponse:
+        stub = session_pb2_grpc.SessionServiceStub(c)
+        response: session_pb2.GetResponse = await stub.Get(
+            session_pb2.GetRequest(id="nobody"), timeout=5
+        )
+        return response
+
+    assert ch.url == dead
+    response = await call_once_each(ch, get)
+    assert not response.found and ch.url == live
+    # Failing calls on a channel no longer current do not move the index again.
+    assert ch.failed(object()) is True and ch.url == live
+    await ch.close()
+    single = ServiceChannel(dead, pair.tls(ca))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await call_once_each(single, get)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    await single.close()

@@ -80,3 +80,12 @@ def raw_pair(
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(private_key_pem(key))
     return Pair(cert_path, key_path)
+
+
+def signing_key_pem() -> bytes:
+    """A fresh P-256 private key as PKCS#8 PEM (a `signing_key` for the assertion)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

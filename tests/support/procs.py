@@ -64,6 +64,15 @@ class Proc:
                     )
                 self._cond.wait(min(left, 0.2))
 
+    def child_line(self, name: str, text: str, timeout: float = 20.0, *, start: int = 0) -> int:
+        """Index of the first line from `start` on that the supervisor's child `name`
+        wrote (its lines start with the name) and that contains `text`."""
+        while True:
+            index = self.wait_for(text, timeout, start=start)
+            if self.lines[index].startswith(f"{name} "):
+                return index
+            start = index + 1
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
