@@ -4,24 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from shared.metrics import recorder
+from shared.metrics import buckets, recorder
 
-STORE_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-)
+STORE_BUCKETS = buckets(0.0001, 2.5)
 
 # Keyed (operation, store type).
 store_duration = recorder.histogram(

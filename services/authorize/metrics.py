@@ -8,23 +8,10 @@ from prometheus_client import Counter, Histogram
 
 from services.authorize.decide import OUTCOME_NAMES
 from shared.errors.reasons import REASON_TEXT
-from shared.metrics import recorder
+from shared.metrics import buckets, recorder
 
-EVALUATION_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.1,
-)
-FETCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+EVALUATION_BUCKETS = buckets(0.00001, 0.1)
+FETCH_BUCKETS = buckets(0.0005, 5)
 
 
 def _decision_labels(key: tuple[Any, tuple[str, ...]]) -> tuple[str, str]:

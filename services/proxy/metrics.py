@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from shared.metrics import recorder
+from shared.metrics import buckets, recorder
 
 # What httptools can parse is a fixed list; the label keeps the common ones.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
-REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+REQUEST_BUCKETS = (*buckets(0.001, 10), 30.0)
+CHECK_BUCKETS = buckets(0.0005, 5)
 
 
 def method_class(method: str) -> str:

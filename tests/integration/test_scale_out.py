@@ -29,7 +29,6 @@ replica.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import signal
@@ -51,6 +50,7 @@ from psycopg import sql
 
 from tests.support.browser import Browser
 from tests.support.http_load import Load, Outcome, describe, summary
+from tests.support.postgres import POSTGRES_DSN, require_postgres
 from tests.support.split import APP_HOST, COOKIE, Service, Split, split_topology
 from tests.support.stack import Upstream, upstream
 
@@ -61,9 +61,6 @@ CLIENTS = 16  # concurrent load clients
 RETRY_AFTER = 0.1  # seconds; see the retry policy above
 # How long a sign-out may take to reach every replica (it takes milliseconds).
 STALE_BOUND = 2.0
-POSTGRES_DSN = os.environ.get(
-    "VALLUM_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
-)
 
 
 # -- clients ----------------------------------------------------------------------------
@@ -187,14 +184,7 @@ def ports(counts: dict[tuple[str, int], int]) -> dict[str, int]:
 def pg_dsn() -> Iterator[str]:
     """A PostgreSQL schema of this module's own (dropped after), as a DSN. Without a
     reachable PostgreSQL: skip, or fail under CI=true (install.sh sets one up)."""
-    try:
-        with psycopg.connect(POSTGRES_DSN, connect_timeout=3):
-            pass
-    except psycopg.Error as e:
-        reason = f"PostgreSQL not reachable at {POSTGRES_DSN!r}: {' '.join(str(e).split())}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_postgres()
     schema = f"vallum_scale_{secrets.token_hex(6)}"
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))

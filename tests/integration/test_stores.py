@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import secrets
 import signal
 import stat
@@ -44,15 +43,13 @@ from shared.pb import session_pb2, session_pb2_grpc
 from shared.rpc import ServiceChannel, StartupError
 from tests.support.certs import TRUST_DOMAIN, make_ca, service_pair
 from tests.support.net import free_port
+from tests.support.postgres import require_postgres
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.integration
 
 SECRET = b"S" * 32
 OTHER_SECRET = b"O" * 32
-POSTGRES_DSN = os.environ.get(
-    "VALLUM_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
-)
 
 
 # --- PostgreSQL availability ---------------------------------------------------------
@@ -60,15 +57,7 @@ POSTGRES_DSN = os.environ.get(
 
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
-    try:
-        with psycopg.connect(POSTGRES_DSN, connect_timeout=3):
-            pass
-    except psycopg.Error as e:
-        reason = f"PostgreSQL not reachable at {POSTGRES_DSN!r}: {' '.join(str(e).split())}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return POSTGRES_DSN
+    return require_postgres()
 
 
 @pytest.fixture
