@@ -15,7 +15,7 @@ __all__ = ["LocalCounter", "LocalHistogram", "Recorder", "buckets", "recorder"]
 def buckets(first: float, last: float) -> tuple[float, ...]:
     """Histogram bounds 1, 2.5, 5 times each power of ten, from `first` to `last`."""
     bounds: list[float] = []
-    scale = 10.0 ** -12
+    scale = 10.0**-12
     while scale <= last * 10:
         for step in (1.0, 2.5, 5.0):
             value = float(f"{step * scale:.12g}")
