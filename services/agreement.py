@@ -51,13 +51,25 @@ def to_message(fingerprints: Fingerprints, service: str) -> agreement_pb2.Finger
         cookie_secret=fingerprints.cookie_secret,
         signing_key_ids=list(fingerprints.signing_key_ids),
         service=service,
+        routes_version=fingerprints.routes_version,
     )
 
 
 def from_message(message: agreement_pb2.FingerprintsResponse) -> Fingerprints:
     return Fingerprints(
-        message.shared_secret, message.cookie_secret, tuple(message.signing_key_ids)
+        message.shared_secret,
+        message.cookie_secret,
+        tuple(message.signing_key_ids),
+        message.routes_version,
     )
+
+
+async def peer_routes_version(channel: ServiceChannel) -> str:
+    """The routes version the service behind `channel` runs with now (raises
+    grpc.aio.AioRpcError when it cannot be asked)."""
+    stub = agreement_pb2_grpc.AgreementStub(channel.get())
+    answer = await stub.Fingerprints(agreement_pb2.FingerprintsRequest(), timeout=ASK_TIMEOUT)
+    return str(answer.routes_version)
 
 
 def peers_of(config: Config, service: str) -> list[tuple[str, str]]:
@@ -125,6 +137,16 @@ async def _ask_all(
             raise answer
         else:
             problems += disagreements(mine, answer, f"{peer} at {url}")
+            if peer == "authorize" and answer.routes_version != mine.routes_version:
+                # Not refused: during a rollout the two may differ for a while.
+                log.warning(
+                    "routes: authorize at %s runs other routes than this proxy (version "
+                    "%s, ours %s); until it has ours, checks fail closed with "
+                    "config-out-of-step",
+                    url,
+                    answer.routes_version,
+                    mine.routes_version,
+                )
     if problems:
         raise fail("\n".join(problems))
     return pending

@@ -22,6 +22,7 @@ import hmac
 from dataclasses import dataclass
 
 from shared.config import Config
+from shared.config.reload import routes_version
 from shared.signing import signing_keys
 
 _LABEL = b"vallum agreement v1 "
@@ -40,6 +41,9 @@ class Fingerprints:
     cookie_secret: bytes
     # The first signs; all are published.
     signing_key_ids: tuple[str, ...]
+    # Not a secret, and not compared here: which routes the service runs with (a proxy
+    # waits for authorize to have reloaded routes before it uses them).
+    routes_version: str = ""
 
     @classmethod
     def of(cls, config: Config) -> Fingerprints:
@@ -51,6 +55,7 @@ class Fingerprints:
             fingerprint(config.shared_secret, "shared_secret"),
             fingerprint(config.cookie_secret, "cookie_secret"),
             kids,
+            routes_version(config),
         )
 
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from services import runtime
-from services.agreement import agree
+from services.agreement import agree, peer_routes_version
 from services.proxy.accept import SniAcceptor
 from services.proxy.autocert.manager import Autocert, self_signed
 from services.proxy.autocert.store import StoreError
@@ -51,6 +51,10 @@ from shared.signing import signing_keys
 log = logging.getLogger("vallum.proxy")
 
 HEALTH_TIMEOUT = 2.0
+# How often a proxy with reloaded routes asks whether authorize has them, and after how
+# long it says so in its log.
+SWITCH_POLL = 0.25
+SWITCH_PATIENCE = 10.0
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Proxy:
     autocert: Autocert | None = None
     handler: Handler | None = None
     well_known: WellKnown | None = None
+    # Reloaded routes waiting for authorize to have them too.
+    switching: asyncio.Task[None] | None = None
     server: asyncio.Server | None = None
     acceptor: SniAcceptor | None = None
     redirect_server: asyncio.Server | None = None
@@ -100,12 +106,52 @@ class Proxy:
             )
         # Nothing above changed what serves; from here on nothing can fail.
         self.well_known.publish(jwks)
+        self.config = config
+        if self.switching is not None:
+            self.switching.cancel()
+            self.switching = None
+        if routes.version == self.handler.routes.version:
+            self._use_routes(routes, trust)
+        else:
+            # authorize decides with the routes the proxy matched (the version rides
+            # in each check). New routes are used once authorize has them, so that a
+            # proxy that reloads first (a ConfigMap reaches pods at different times)
+            # goes on serving the previous routes rather than failing closed.
+            self.switching = asyncio.create_task(self._switch_when_authorize_has(routes, trust))
+
+    def _use_routes(self, routes: ProxyRoutes, trust: DownstreamTrust | None) -> None:
+        assert self.handler is not None
         self.trust = trust
         self.handler.trust = trust
         if self.acceptor is not None:
             self.acceptor.trust = trust
         self.handler.routes = routes
-        self.config = config
+
+    async def _switch_when_authorize_has(
+        self, routes: ProxyRoutes, trust: DownstreamTrust | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        warn_at = loop.time() + SWITCH_PATIENCE
+        theirs = ""
+        while True:
+            try:
+                theirs = await peer_routes_version(self.authorize)
+            except grpc.aio.AioRpcError as e:
+                theirs = f"unknown ({describe_rpc_error(e, self.authorize.url)})"
+            if theirs == routes.version:
+                self._use_routes(routes, trust)
+                log.info("routes %s in use (authorize has them too)", routes.version)
+                return
+            if warn_at and loop.time() >= warn_at:
+                log.warning(
+                    "authorize at %s runs routes %s, not this proxy's new routes %s; the "
+                    "previous routes keep serving until it has them",
+                    self.authorize.url,
+                    theirs,
+                    routes.version,
+                )
+                warn_at = 0.0
+            await asyncio.sleep(SWITCH_POLL)
 
     def describe(self) -> str:
         scheme = "http" if self.certificates is None else "https"
@@ -144,6 +190,8 @@ class Proxy:
             log.warning("requests still running after %.0fs; closing them", grace)
         for conn in list(self.connections):
             conn.abort()
+        if self.switching is not None:
+            self.switching.cancel()
         if self.autocert is not None:
             await self.autocert.stop()
         for task in self.tasks:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shared/pb/agreement.proto\x12\x13vallum.agreement.v1\"\x15\n\x13\x46ingerprintsRequest\"n\n\x14\x46ingerprintsResponse\x12\x15\n\rshared_secret\x18\x01 \x01(\x0c\x12\x15\n\rcookie_secret\x18\x02 \x01(\x0c\x12\x17\n\x0fsigning_key_ids\x18\x03 \x03(\t\x12\x0f\n\x07service\x18\x04 \x01(\t2p\n\tAgreement\x12\x63\n\x0c\x46ingerprints\x12(.vallum.agreement.v1.FingerprintsRequest\x1a).vallum.agreement.v1.FingerprintsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shared/pb/agreement.proto\x12\x13vallum.agreement.v1\"\x15\n\x13\x46ingerprintsRequest\"\x86\x01\n\x14\x46ingerprintsResponse\x12\x15\n\rshared_secret\x18\x01 \x01(\x0c\x12\x15\n\rcookie_secret\x18\x02 \x01(\x0c\x12\x17\n\x0fsigning_key_ids\x18\x03 \x03(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x16\n\x0eroutes_version\x18\x05 \x01(\t2p\n\tAgreement\x12\x63\n\x0c\x46ingerprints\x12(.vallum.agreement.v1.FingerprintsRequest\x1a).vallum.agreement.v1.FingerprintsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FINGERPRINTSREQUEST']._serialized_start=50
   _globals['_FINGERPRINTSREQUEST']._serialized_end=71
-  _globals['_FINGERPRINTSRESPONSE']._serialized_start=73
-  _globals['_FINGERPRINTSRESPONSE']._serialized_end=183
-  _globals['_AGREEMENT']._serialized_start=185
-  _globals['_AGREEMENT']._serialized_end=297
+  _globals['_FINGERPRINTSRESPONSE']._serialized_start=74
+  _globals['_FINGERPRINTSRESPONSE']._serialized_end=208
+  _globals['_AGREEMENT']._serialized_start=210
+  _globals['_AGREEMENT']._serialized_end=322
 # @@protoc_insertion_point(module_scope)

@@ -46,10 +46,15 @@ class FingerprintsResponse(_message.Message):
     COOKIE_SECRET_FIELD_NUMBER: _builtins.int
     SIGNING_KEY_IDS_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
+    ROUTES_VERSION_FIELD_NUMBER: _builtins.int
     shared_secret: _builtins.bytes
     cookie_secret: _builtins.bytes
     service: _builtins.str
     """The answering service's name (authenticate, authorize), for messages."""
+    routes_version: _builtins.str
+    """The version of the routes it runs with (see shared/config/reload.py): a
+    proxy that reloaded new routes uses them once authorize has them too.
+    """
     @_builtins.property
     def signing_key_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """RFC 7638 thumbprints of the identity-assertion keys: the first signs, all
@@ -63,10 +68,11 @@ class FingerprintsResponse(_message.Message):
         cookie_secret: _builtins.bytes = ...,
         signing_key_ids: _abc.Iterable[_builtins.str] | None = ...,
         service: _builtins.str = ...,
+        routes_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cookie_secret", b"cookie_secret", "service", b"service", "shared_secret", b"shared_secret", "signing_key_ids", b"signing_key_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cookie_secret", b"cookie_secret", "routes_version", b"routes_version", "service", b"service", "shared_secret", b"shared_secret", "signing_key_ids", b"signing_key_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from tests.integration.test_run import split_config, split_env, split_pki
 from tests.support.certs import signing_key_pem
 from tests.support.net import free_port
+from tests.support.procs import vallum
 from tests.support.stack import Upstream, Vallum, all_in_one, route_host, upstream
 
 pytestmark = pytest.mark.integration
@@ -61,12 +65,13 @@ def rewrite(v: Vallum, change: Any) -> None:
 
 
 def wait_reloaded(v: Vallum, start: int, *, new_hosts: bool = True) -> None:
-    """Every service's line saying so, after output line `start`; with new route hosts,
-    also the proxy's for the server certificate that names them (the supervisor issues
-    it again from the internal CA)."""
+    """Every service's line saying so, after output line `start`; with new routes, also
+    the proxy's that it uses them (once authorize has them) and the one for the server
+    certificate that names their hosts (the supervisor issues it again)."""
     for name in SERVICES:
         v.proc.child_line(name, "configuration reloaded", start=start)
     if new_hosts:
+        v.proc.child_line("proxy", "(authorize has them too)", start=start)
         v.proc.child_line("proxy", "server certificates reloaded", start=start)
 
 
@@ -189,3 +194,53 @@ def test_the_jwks_follows_a_reloaded_signing_key(tmp_path: Path, app: Upstream) 
 def kids(v: Vallum) -> list[str]:
     jwks = v.request("GET", "one.localhost", "/.well-known/pomerium/jwks.json").json()
     return [key["kid"] for key in jwks["keys"]]
+
+
+def test_a_proxy_uses_reloaded_routes_only_once_authorize_has_them(
+    tmp_path: Path, app: Upstream
+) -> None:
+    """Split, each service with its own copy of the config (as a ConfigMap reaches pods
+    at different moments): the proxy that reloads first keeps serving the previous
+    routes, with no request failing closed, and switches when authorize has them."""
+    pki = split_pki(tmp_path)
+    ports = {"proxy": free_port(), "authorize": free_port(), "authenticate": free_port()}
+    base = yaml.safe_load(
+        split_config(tmp_path, ports, pki / "server.pem", pki / "server-key.pem").read_text()
+    )
+    host = f"https://localhost:{ports['proxy']}"
+    open_route = {"from": host, "to": app.url, "allow_public_unauthenticated_access": True}
+    closed_route = {**open_route, "allow_public_unauthenticated_access": False}
+    files = {s: tmp_path / f"{s}.yaml" for s in ("authenticate", "authorize", "proxy")}
+    for path in files.values():
+        path.write_text(yaml.safe_dump({**base, "routes": [open_route]}))
+    procs = []
+    try:
+        for service, path in files.items():
+            proc = vallum(
+                "run", "--config", str(path), "--services", service, env=split_env(pki, service)
+            )
+            proc.wait_for(f"{service} ready:")
+            procs.append(proc)
+        proxy = procs[2]
+        client = httpx.Client(
+            verify=ssl.create_default_context(cafile=str(pki / "ca.pem")), timeout=10
+        )
+
+        def get() -> int:
+            return client.get(f"{host}/echo", headers={"Accept": "application/json"}).status_code
+
+        assert get() == 200
+        mark = len(proxy.lines)
+        files["proxy"].write_text(yaml.safe_dump({**base, "routes": [closed_route]}))
+        proxy.wait_for("configuration reloaded (routes)", start=mark)
+        for _ in range(20):  # 2 s: the proxy serves its previous routes, none fails
+            assert get() == 200
+            time.sleep(0.1)
+        assert "(authorize has them too)" not in proxy.output
+        files["authorize"].write_text(yaml.safe_dump({**base, "routes": [closed_route]}))
+        proxy.wait_for("(authorize has them too)", start=mark)
+        assert get() == 403  # a route without a policy lets nobody in
+        client.close()
+    finally:
+        for proc in procs:
+            proc.stop()
