@@ -385,6 +385,27 @@ def test_cache_refetch_rules(keys: SigningKeys) -> None:
     assert cache.fetches == 2
 
 
+def test_keys_read_before_a_refetch_are_not_handed_out_for_a_kid_they_lack(
+    keys: SigningKeys, other: SigningKeys
+) -> None:
+    """The race that rotation under load found: one thread reads the cached keys, another
+    stores a refetched set that holds the new kid (and so starts the rate limit); the
+    first must not then decide "no fetch allowed" and verify with the older set."""
+    from shared.verify.check import KeySet
+
+    cache = JWKSCache(min_refetch_interval=30)
+    old = KeySet(keys.jwks())
+    cache.attempted(0)
+    cache.fetched(old, 0, "max-age=60")
+    new_kid = other.signer.kid
+    # Another thread refetches now: the new set holds the new kid.
+    cache.attempted(5)
+    cache.fetched(KeySet({"keys": [*keys.jwks()["keys"], *other.jwks()["keys"]]}), 5, "max-age=60")
+    assert not cache.holds(old, 6, new_kid)  # the set read earlier is not enough...
+    assert not cache.should_fetch(6, new_kid)  # ...and what is cached now is
+    assert cache.keys is not None and new_kid in cache.keys
+
+
 # --- middleware, in-process ---
 
 
