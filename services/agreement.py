@@ -114,19 +114,18 @@ async def agree(
     answer are asked again by the returned task, which calls `refuse` on a late
     disagreement; None when every peer answered."""
     mine = Fingerprints.of(config)
-    peers = peers_of(config, service)
-    pending = await _ask_all(mine, peers, tls, StartupError)
+    problems, pending = await _ask_all(mine, peers_of(config, service), tls)
+    if problems:
+        raise StartupError("\n".join(problems))
     if not pending:
         return None
     return asyncio.create_task(_keep_asking(mine, pending, tls, refuse))
 
 
 async def _ask_all(
-    mine: Fingerprints,
-    peers: Sequence[tuple[str, str]],
-    tls: InternalTLS,
-    fail: Callable[[str], Exception],
-) -> list[tuple[str, str]]:
+    mine: Fingerprints, peers: Sequence[tuple[str, str]], tls: InternalTLS
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The disagreements found, and the peers that could not be asked."""
     answers = await asyncio.gather(*(ask(url, tls) for _, url in peers), return_exceptions=True)
     problems: list[str] = []
     pending = []
@@ -147,9 +146,7 @@ async def _ask_all(
                     answer.routes_version,
                     mine.routes_version,
                 )
-    if problems:
-        raise fail("\n".join(problems))
-    return pending
+    return problems, pending
 
 
 async def _keep_asking(
@@ -160,12 +157,7 @@ async def _keep_asking(
 ) -> None:
     while pending:
         await asyncio.sleep(RETRY_EVERY)
-        try:
-            pending = await _ask_all(mine, pending, tls, _Disagree)
-        except _Disagree as e:
-            refuse(f"the configuration disagrees with a peer:\n{e}")
+        problems, pending = await _ask_all(mine, pending, tls)
+        if problems:
+            refuse("the configuration disagrees with a peer:\n" + "\n".join(problems))
             return
-
-
-class _Disagree(Exception):
-    pass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from services.reload import file_signature
+from services.reload import file_signature, next_poll
 from services.topology import (
     GRPC_SERVICES,
     default_authenticate_internal_url,
@@ -91,14 +90,11 @@ class ServerCertificateFollower:
 
     async def watch(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+            woken = await next_poll(self._wake)
             seen = file_signature(self._path)
-            if not self._wake.is_set() and seen == self._seen:
-                continue
-            self._wake.clear()
-            self._seen = seen
-            await asyncio.to_thread(self._follow)
+            if woken or seen != self._seen:
+                self._seen = seen
+                await asyncio.to_thread(self._follow)
 
     def _follow(self) -> None:
         try:
@@ -108,7 +104,8 @@ class ServerCertificateFollower:
         if not own_server_certificate(config):
             return
         try:
-            server_certificate(config, _ca(Path(config.data_dir) / "pki"))
+            # The CA made at start: never a new one here (that would be a second root).
+            server_certificate(config, load_ca(Path(config.data_dir) / "pki"))
         except (PKIError, OSError) as e:
             log.error("the server certificate could not be issued for the new routes: %s", e)
 

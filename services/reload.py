@@ -44,6 +44,15 @@ def file_signature(path: str | None) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+async def next_poll(wake: asyncio.Event) -> bool:
+    """Wait for `wake` (SIGHUP) or one poll interval; whether it was the signal."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+    woken = wake.is_set()
+    wake.clear()
+    return woken
+
+
 class Reloader:
     def __init__(self, name: str, config: Config, load: Loader, apply: Apply) -> None:
         self.name = name
@@ -54,15 +63,13 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.reloads = 0  # configurations applied (for tests and logs)
 
     def start(self) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._wake.set)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -70,10 +77,7 @@ class Reloader:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-            if self._wake.is_set():
-                self._wake.clear()
+            if await next_poll(self._wake):
                 log.info("%s: SIGHUP: reading the configuration again", self.name)
                 await self.reload()
             else:
@@ -126,6 +130,5 @@ class Reloader:
             if "log_level" in step.applied:
                 logging.getLogger().setLevel(step.config.log_level.upper())
             self.config = step.config
-            self.reloads += 1
             log.info("%s: configuration reloaded (%s)", self.name, ", ".join(step.applied))
             return True

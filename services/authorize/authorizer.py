@@ -169,8 +169,10 @@ class AuthorizerServicer(authorize_pb2_grpc.AuthorizerServicer):
         behind = [entry for entry in waiting if entry[2] is None]
         if behind:
             waiting = [entry for entry in waiting if entry[2] is not None]
+            if self.catch_up is not None:
+                await self.catch_up()  # once for the batch, not once per check
             for result, request, *_, span in behind:
-                decider = await self._catch_up(request)
+                decider = self._decider_for(request)
                 if decider is None:
                     result.response.CopyFrom(out_of_step(request))
                     self._answer(request, result.response, None)

@@ -97,14 +97,16 @@ class Proxy:
                 )
             if not trust.enabled:
                 trust = None
-        if self.certificates is not None and not _same_sources(self.config, config):
-            self.certificates.replace_sources(certificate_sources(config))
+        # The last step that can fail, and it keeps the old pairs when it does.
+        sources = certificate_sources(config)
+        if self.certificates is not None and sources != certificate_sources(self.config):
+            self.certificates.replace_sources(sources)
         if config.autocert and config.autocert_hosts() != self.config.autocert_hosts():
             log.warning(
                 "autocert: the route hosts changed; certificates for new hosts are "
                 "obtained after a restart"
             )
-        # Nothing above changed what serves; from here on nothing can fail.
+        # From here on nothing can fail.
         self.well_known.publish(jwks)
         self.config = config
         if self.switching is not None:
@@ -337,13 +339,6 @@ async def watch_certificates(proxy: Proxy, interval: float = 1.0) -> None:
             proxy.certificates.reload_if_changed()
         if proxy.trust is not None:  # the current one: a reload replaces it
             proxy.trust.reload_if_changed()
-
-
-def _same_sources(a: Config, b: Config) -> bool:
-    def paths(config: Config) -> list[tuple[str | None, str | None]]:
-        return [(s.cert.path, s.key.path) for s in certificate_sources(config)]
-
-    return paths(a) == paths(b) and certificate_sources(a) == certificate_sources(b)
 
 
 def sign_in_url(config: Config) -> str | None:

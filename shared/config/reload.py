@@ -102,7 +102,7 @@ def _key_names(attrs: list[str]) -> list[str]:
     """`shared_secret_file` and `shared_secret` are one key to the user: name it once."""
     names: list[str] = []
     for attr in attrs:
-        name = attr.removesuffix("_file") if attr.endswith("_file") else attr
+        name = attr.removesuffix("_file")
         if name not in names:
             names.append(name)
     return names

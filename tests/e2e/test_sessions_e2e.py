@@ -26,6 +26,7 @@ from shared.sessions import HandleCodec
 from tests.support.browser import Browser
 from tests.support.net import free_port
 from tests.support.oidc import OIDCClient, Provider, oidc_provider
+from tests.support.postgres import POSTGRES_DSN, require_postgres
 from tests.support.procs import child_pid
 from tests.support.stack import Upstream, Vallum, all_in_one, route_host, upstream
 
@@ -35,7 +36,7 @@ T = TypeVar("T")
 COOKIE = "_pomerium"
 ALICE = {"login": "alice", "password": "alice-password"}
 JSON = {"Accept": "application/json"}
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+PG_DSN = POSTGRES_DSN
 # No refresh during the tests that do not ask for one: the access token outlives them
 # (authenticate refreshes 60 s ahead of expiry, so the harness's 60 s default would
 # refresh every round).
@@ -175,12 +176,7 @@ def alice(shared: Shared) -> str:
 
 
 def pg_admin() -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(PG_DSN, autocommit=True)
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and PostgreSQL on 127.0.0.1:5432 is unreachable: {e}")
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is unreachable: {e}")
+    return psycopg.connect(require_postgres(), autocommit=True)
 
 
 # -- 1, 2: a full restart ---------------------------------------------------------------

@@ -16,6 +16,7 @@ import yaml
 
 from tests.support.net import free_port, wait_for_port
 from tests.support.procs import Proc, child_pid, vallum, vallum_once
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -199,10 +200,7 @@ def test_split_services_with_mkcert_certificates(tmp_path: Path) -> None:
     import shutil
     import subprocess
 
-    if shutil.which("mkcert") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mkcert is missing under CI (tests/tools/install.sh installs it)")
-        pytest.skip("mkcert not installed (make test installs it)")
+    require_tool("mkcert")
     caroot, out = tmp_path / "caroot", tmp_path / "mk"
     out.mkdir()
     env = {**os.environ, "CAROOT": str(caroot)}
