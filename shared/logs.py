@@ -141,8 +141,6 @@ class _Clock:
 _RECORD_KEYS = frozenset(
     [*logging.LogRecord("", 0, "", 0, "", (), None).__dict__, "message", "asctime", "taskName"]
 )
-# Keys every JSON line has; a field of the same name does not replace them.
-BASE_KEYS = ("time", "level", "logger", "message", "service")
 
 
 class JsonFormatter(logging.Formatter):
@@ -162,6 +160,7 @@ class JsonFormatter(logging.Formatter):
             else record.getMessage(),
             "service": self.service,
         }
+        # A field named like one of the keys above does not replace it.
         if fields is not None:
             for key, value in fields.items():
                 entry.setdefault(key, value)

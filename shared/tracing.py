@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.config import Config
 from shared.config.tracing import tracing_settings
@@ -105,7 +106,7 @@ def start(config: Config, service: str) -> bool:
     tracer = _provider.get_tracer("vallum")
     log.info(
         "tracing on: spans go to %s (OTLP/HTTP), sampled at %g",
-        settings.endpoint,
+        _without_userinfo(settings.endpoint),
         settings.sampler_ratio,
     )
     return True
@@ -152,8 +153,12 @@ def traceparent_for(span: Span) -> str:
     return carrier_for(span).get(TRACEPARENT, "")
 
 
-def is_sampled(span: Span) -> bool:
-    return bool(span.get_span_context().trace_flags.sampled)
+def _without_userinfo(url: str) -> str:
+    """`url` fit for a log line: a collector's credentials may ride in it as user:pass@."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _text(value: str | bytes) -> str:

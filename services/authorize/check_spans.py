@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
 CHECK_SPAN = "vallum.authorize.v1.Authorizer/Check"
+# The attribute's value per outcome, made once rather than looked up per check.
+_DECISIONS = {
+    value: authorize_pb2.Outcome.Name(value).lower() for value in authorize_pb2.Outcome.values()
+}
 
 
 def start(request: authorize_pb2.CheckRequest) -> Span:
@@ -37,7 +41,7 @@ def start(request: authorize_pb2.CheckRequest) -> Span:
 def end(span: Span, response: authorize_pb2.CheckResponse) -> None:
     if span.is_recording():
         attributes: dict[str, str | int | list[str]] = {
-            "vallum.decision": authorize_pb2.Outcome.Name(response.outcome).lower(),
+            "vallum.decision": _DECISIONS.get(response.outcome, "unknown"),
             "vallum.reasons": response.reasons[:],
         }
         if response.outcome != authorize_pb2.ROUTE_NOT_FOUND:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from services import runtime
+from services.commands.health import dial_host
 from services.commands.run import load
 from services.demo_app.app import create_app
 from services.demo_idp.config import DemoIdPConfig
@@ -57,7 +57,7 @@ def demo_verifiers(config: Config) -> dict[str, Verifier]:
     CA that signed the proxy's certificate; `*.localhost` need not resolve, so the
     route hosts are sent to the proxy's listen address.
     """
-    proxy_ip = _connect_address(config.address.host)
+    proxy_ip = dial_host(config.address.host)
     ca_file = str(Path(config.data_dir) / "pki" / "ca.pem")
     verifiers: dict[str, Verifier] = {}
     for route in config.routes:
@@ -73,17 +73,6 @@ def demo_verifiers(config: Config) -> dict[str, Verifier]:
             resolve={origin.hostname: proxy_ip},
         )
     return verifiers
-
-
-def _connect_address(listen: str) -> str:
-    """Where to reach a listener on `listen` from this machine (every interface: loopback)."""
-    try:
-        address = ipaddress.ip_address(listen)
-    except ValueError:
-        return listen or "127.0.0.1"
-    if address.is_unspecified:
-        return "::1" if address.version == 6 else "127.0.0.1"
-    return listen
 
 
 def _config(args: argparse.Namespace) -> Config | None:

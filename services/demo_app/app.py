@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from shared.jwt.claims import ASSERTION_HEADER, split_host
 from shared.verify import Identity, VerificationError, Verifier
 
-ASSERTION = "x-pomerium-jwt-assertion"
+ASSERTION = ASSERTION_HEADER.lower()
 
 _STYLE = (
     "body{font:16px system-ui;max-width:52rem;margin:2rem auto;padding:0 1rem}"
@@ -65,12 +66,6 @@ def _identity_rows(identity: Identity) -> list[tuple[str, str]]:
     ]
 
 
-def _hostname(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")].lower()
-    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
-
-
 def create_app(verifiers: Mapping[str, Verifier]) -> Starlette:
     """The demo app; `verifiers` maps each route host name to the Verifier for it."""
 
@@ -80,7 +75,7 @@ def create_app(verifiers: Mapping[str, Verifier]) -> Starlette:
         # host in X-Forwarded-Host. A client going around Vallum can forge either, but
         # only to pick among the configured hosts, whose verifiers check iss and aud.
         forwarded = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
-        host = _hostname(forwarded or request.headers.get("host", ""))
+        host = split_host(forwarded or request.headers.get("host", ""))[0]
         verifier = verifiers.get(host)
         identity: Identity | None = None
         if verifier is None:

@@ -24,7 +24,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from services.proxy.client_verify import SAN_MISMATCH, SanRule, VerifyRecord, verdict
-from services.proxy.openssl_transport import server_context
+from services.proxy.openssl_transport import server_context, server_name_info
 from shared.config import Config, Source
 from shared.errors import client_certificate_reason
 from shared.material import (
@@ -87,7 +87,7 @@ class DownstreamTrust:
         if mtls.crl is not None:
             paths.append(mtls.crl.path)
         self._watch = FileWatch(paths)
-        self._contexts: dict[tuple[str, int], SSL.Context] = {}
+        self._contexts: dict[tuple[str, int], tuple[KeyPair, SSL.Context]] = {}
         self._intermediate_crls: list[x509.CertificateRevocationList] = []
         self._generation = certificates.generation
         self._load()
@@ -165,10 +165,13 @@ class DownstreamTrust:
     def connection(self, scope: Scope, server_name: str | None) -> SSL.Connection:
         """A server-side connection for one accepted socket, its verdict still to come."""
         pair = self._certificates.pair_for_name(server_name)
-        ctx = self._contexts.get((scope.key, id(pair)))
-        if ctx is None:
-            ctx = self._contexts[(scope.key, id(pair))] = self._context(scope, pair)
-        conn = SSL.Connection(ctx, None)
+        # Keyed by id, so the pair is kept with its context and compared: a pair
+        # replaced (autocert, a reload) before reload_if_changed empties the cache may
+        # be freed and its id taken by the new pair, whose context this is not.
+        found = self._contexts.get((scope.key, id(pair)))
+        if found is None or found[0] is not pair:
+            found = self._contexts[(scope.key, id(pair))] = (pair, self._context(scope, pair))
+        conn = SSL.Connection(found[1], None)
         conn.set_app_data(VerifyRecord(scope.cas))
         return conn
 
@@ -218,12 +221,7 @@ class DownstreamTrust:
         record: VerifyRecord = conn.get_app_data()
         chain = verified if verified else sent
         peer = verdict(leaf, chain, record, self._san_rule, verified=bool(verified))
-        name = conn.get_servername()
-        return {
-            "vallum_sni": name.decode("ascii").lower() if name else None,
-            "vallum_client_cert": peer,
-            "vallum_tls": True,
-        }
+        return {**server_name_info(conn), "vallum_client_cert": peer}
 
     def handshake_failed(self, conn: SSL.Connection, error: Exception) -> None:
         """Log why a handshake failed; in reject_connection mode, which certificate rule."""

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 CHECK_SPAN = "vallum.authorize.v1.Authorizer/Check"
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
+# The attribute's value per outcome, made once rather than looked up per check.
+_DECISIONS = {
+    value: authorize_pb2.Outcome.Name(value).lower() for value in authorize_pb2.Outcome.values()
+}
 
 
 def start_request(request: Request, request_id: str) -> Span:
@@ -72,7 +76,7 @@ def end_check(
         if decision is not None:
             span.set_attributes(
                 {
-                    "vallum.decision": authorize_pb2.Outcome.Name(decision.outcome).lower(),
+                    "vallum.decision": _DECISIONS.get(decision.outcome, "unknown"),
                     "vallum.reasons": decision.reasons[:],
                 }
             )

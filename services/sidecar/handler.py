@@ -21,12 +21,13 @@ from services.proxy.upstream import Pool, Target
 from services.proxy.upstream_tls import describe_tls_failure
 from services.sidecar.gate import certificate_names, identity_headers, name_allowed
 from shared.errors import ErrorPage, render
+from shared.jwt import ASSERTION_HEADER
 from shared.verify.model import MISSING, Identity, VerificationError
 
 log = logging.getLogger("vallum.sidecar")
 
-ASSERTION = b"x-pomerium-jwt-assertion"
-ASSERTION_NAME = "X-Pomerium-JWT-Assertion"
+ASSERTION_NAME = ASSERTION_HEADER
+ASSERTION = ASSERTION_NAME.lower().encode("ascii")
 TIMEOUT = 30.0
 NAME_NOT_ALLOWED = "client-name-not-allowed"
 
@@ -48,6 +49,9 @@ class Checks:
 
 class SidecarHandler:
     def __init__(self, checks: Checks, target: Target, host_header: bytes, pool: Pool) -> None:
+        if not checks.mtls and checks.verifier is None:
+            # The config refuses this too (check_sidecar); the gate itself never opens.
+            raise ValueError("a sidecar that checks nothing would forward every request")
         self._checks = checks
         self._target = target
         self._host_header = host_header

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import ssl
-import tempfile
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -31,11 +29,11 @@ from shared.material import (
     FileWatch,
     MaterialError,
     load_ca_bundle,
-    load_cert_chain,
     load_key_pair,
     read_source,
 )
 from shared.rpc import StartupError
+from shared.server_tls import context_for
 from shared.verify import Verifier
 
 log = logging.getLogger("vallum.sidecar")
@@ -174,10 +172,7 @@ def server_context(config: Config) -> ssl.SSLContext:
         cert_key="sidecar_certificate",
         key_key="sidecar_certificate_key",
     )
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
-    load_cert_chain(ctx, pair)
+    ctx = context_for(pair)
     if config.sidecar_client_ca is not None:
         pem, _ = load_ca_bundle(config.sidecar_client_ca, "sidecar_client_ca")
         # Only this bundle: the system store's CAs never vouch for a caller.
@@ -205,25 +200,20 @@ def make_verifier(config: Config) -> Verifier | None:
         return None
     assert config.sidecar_jwt_issuer is not None and config.sidecar_jwt_audience is not None
     ca = config.sidecar_jwks_ca
-    # The verifier reads its CA from a file once, when it is built: an inline bundle
-    # needs a file only for that instant.
-    with tempfile.TemporaryDirectory(prefix="vallum-sidecar-") as tmp:
-        ca_file: str | None = None
-        if ca is not None:
-            ca_file = os.path.join(tmp, "jwks-ca.pem")
-            with open(ca_file, "wb") as f:
-                f.write(read_source(ca, "sidecar_jwks_ca"))
-        try:
-            return Verifier(
-                jwks_url=config.sidecar_jwks_url,
-                issuer=config.sidecar_jwt_issuer,
-                audience=config.sidecar_jwt_audience,
-                ca_file=ca_file,
-            )
-        except ValueError as e:
-            raise StartupError(f"sidecar_jwks_url: {e}") from None
-        except ssl.SSLError as e:
-            raise MaterialError(f"sidecar_jwks_ca: cannot be used: {e}") from None
+    ca_data = None
+    if ca is not None:
+        ca_data = read_source(ca, "sidecar_jwks_ca").decode("ascii", "replace")
+    try:
+        return Verifier(
+            jwks_url=config.sidecar_jwks_url,
+            issuer=config.sidecar_jwt_issuer,
+            audience=config.sidecar_jwt_audience,
+            ca_data=ca_data,
+        )
+    except ValueError as e:
+        raise StartupError(f"sidecar_jwks_url: {e}") from None
+    except ssl.SSLError as e:
+        raise MaterialError(f"sidecar_jwks_ca: cannot be used: {e}") from None
 
 
 async def start(config: Config) -> Sidecar:

@@ -88,13 +88,31 @@ def _pairs(value: Any, what: str) -> tuple[tuple[str, str], ...]:
 
 
 def parse_headers(value: Any) -> tuple[tuple[str, str], ...]:
-    """`Name=value` items (a list, or one comma-separated string as in the environment)."""
-    pairs = _pairs(value, "headers")
-    for name, text in pairs:
+    """`Name=value` items (a list, or one comma-separated string as in the environment).
+
+    The values are credentials (an API key, `Authorization`), so an error names the
+    item by its position and never shows it: `Authorization: Bearer ...` written for
+    `Authorization=Bearer ...` would otherwise put the token in the error.
+    """
+    pairs: list[tuple[str, str]] = []
+    for i, item in enumerate(parse_str_list(value)):
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if ":" in name:
+            raise FieldError(
+                f"item {i}: expected headers as key=value, not `Name: value` "
+                "(the item is not shown: it may hold a secret)"
+            )
+        if not sep or not name:
+            raise FieldError(
+                f"item {i}: expected headers as key=value "
+                "(the item is not shown: it may hold a secret)"
+            )
         parse_header_name(name)
         if "\r" in text or "\n" in text:
             raise FieldError(f"the value of header {name} has a line break")
-    return pairs
+        pairs.append((name, text.strip()))
+    return tuple(pairs)
 
 
 def parse_resource_attributes(value: Any) -> tuple[tuple[str, str], ...]:
@@ -112,20 +130,20 @@ def parse_millis(value: Any) -> float:
     return parse_duration(value)
 
 
-def parse_batch_size(value: Any) -> int:
+def _at_least_one(value: Any, unit: str) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise FieldError(f"expected a whole number of spans, at least 1, got {got(value)}")
+        raise FieldError(f"expected a whole number of {unit}, at least 1, got {got(value)}")
     return value
+
+
+def parse_batch_size(value: Any) -> int:
+    return _at_least_one(value, "spans")
 
 
 def parse_length_limit(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise FieldError(f"expected a whole number of characters, at least 1, got {got(value)}")
-    return value
+    return _at_least_one(value, "characters")
 
 
 def parse_otel_log_level(value: Any) -> str:
@@ -234,7 +252,9 @@ def check_tracing(config: Config, given: Mapping[str, Given], ctx: Ctx) -> None:
 def tracing_notices(config: Config, given: Mapping[str, Given]) -> list[str]:
     if config.otel_traces_exporter == "otlp":
         return []
-    ignored = [key.name for key in TRACING_KEYS[1:] if key.name in given]
+    ignored = [
+        key.name for key in TRACING_KEYS if key.name != "otel_traces_exporter" and key.name in given
+    ]
     if not ignored:
         return []
     return [

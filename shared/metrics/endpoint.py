@@ -38,11 +38,6 @@ class MetricsEndpoint:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
 
-    @property
-    def address(self) -> str:
-        host, port = self._sock.getsockname()[:2]
-        return f"{host}:{port}"
-
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, sock=self._sock, limit=MAX_HEAD)
 

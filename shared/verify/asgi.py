@@ -34,7 +34,17 @@ POLICY_VIOLATION = 1008
 
 
 def is_exempt(path: str, exempt_paths: Sequence[str]) -> bool:
-    """An entry ending in "/" exempts everything under it; any other is one exact path."""
+    """An entry ending in "/" exempts everything under it; any other is one exact path.
+
+    A path with a "." or ".." segment is never exempt: "/static/../admin" starts with
+    "/static/" but names /admin to anything that resolves it (RFC 3986 section 5.2.4),
+    and the path arrives percent-decoded, so "%2e%2e" counts too.
+    """
+    if not exempt_paths:
+        return False
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        return False
     return any(
         path.startswith(entry) if entry.endswith("/") else path == entry for entry in exempt_paths
     )

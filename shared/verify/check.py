@@ -75,7 +75,9 @@ def _b64json(part: str, what: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
+        # RecursionError: a header of nested arrays, e.g. 11 kB of "[" (still under
+        # MAX_TOKEN), must be a malformed token, not an unhandled exception.
         raise VerificationError(MALFORMED, f"the {what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise VerificationError(MALFORMED, f"the {what} is not a JSON object")
@@ -234,16 +236,12 @@ def _claims(
     if not expect.audiences.intersection(audience):
         raise VerificationError(WRONG_AUDIENCE, f"aud {list(audience)!r} is not this app")
     jti = _string(claims, "jti")
-    if replay_cache is not None:
-        if not jti:
-            raise VerificationError(MALFORMED, "no jti, so a replay cannot be detected")
-        if replay_cache.seen(jti, exp + expect.leeway):
-            raise VerificationError(REPLAYED, f"jti {jti!r} was already used")
-    groups = _strings(claims.get("groups", []), "groups")
-    return Identity(
+    # Every claim is read before the replay cache is written: a token refused as
+    # malformed must not use up its jti.
+    identity = Identity(
         user=_string(claims, "user") or _string(claims, "sub"),
         email=_string(claims, "email"),
-        groups=groups,
+        groups=_strings(claims.get("groups", []), "groups"),
         name=_string(claims, "name"),
         session_id=_string(claims, "sid"),
         issuer=issuer,
@@ -253,6 +251,12 @@ def _claims(
         jwt_id=jti,
         claims=MappingProxyType(claims),
     )
+    if replay_cache is not None:
+        if not jti:
+            raise VerificationError(MALFORMED, "no jti, so a replay cannot be detected")
+        if replay_cache.seen(jti, exp + expect.leeway):
+            raise VerificationError(REPLAYED, f"jti {jti!r} was already used")
+    return identity
 
 
 def expectations(

@@ -48,7 +48,8 @@ class Verifier:
     required: the route host(s) the app is served on (`iss` is `https://host/` with
     `jwt_issuer_format: uri`). `resolve` maps a JWKS host name to the IP address to
     connect to (TLS still checks the name), like curl's --resolve, for hosts that DNS
-    does not know.
+    does not know. `ca_file` (a path) or `ca_data` (PEM text) replaces the system's CAs
+    for the JWKS fetch.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Verifier:
         algorithms: Sequence[str] = ("ES256",),
         leeway: float = 30.0,
         ca_file: str | None = None,
+        ca_data: str | None = None,
         trust_on_first_use: bool = False,
         replay_cache: ReplayCache | None = None,
         min_refetch_interval: float = 30.0,
@@ -81,7 +83,9 @@ class Verifier:
         self._clock = clock
         self._timeout = timeout
         self._resolve = dict(resolve or {})
-        self._verify_tls: ssl.SSLContext = ssl.create_default_context(cafile=ca_file)
+        self._verify_tls: ssl.SSLContext = ssl.create_default_context(
+            cafile=ca_file, cadata=ca_data
+        )
         self._cache = JWKSCache(min_refetch_interval)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
@@ -230,7 +234,9 @@ class Verifier:
 
     def _failed(self, url: str, exc: Exception) -> None:
         kept = "keeping the cached keys" if self._cache.keys is not None else "no keys cached"
-        log.warning("cannot fetch the JWKS from %s (%s); %s", url, exc or type(exc).__name__, kept)
+        # An exception is always true: its text, which can be empty (httpx timeouts).
+        reason = str(exc) or type(exc).__name__
+        log.warning("cannot fetch the JWKS from %s (%s); %s", url, reason, kept)
 
     def _cached(self, url: str) -> KeySet:
         if self._cache.keys is None:

@@ -129,10 +129,13 @@ async def test_counts_latencies_decisions_and_sessions(
     assert v.request("GET", "private.localhost", "/in", headers=cookie).status_code == 200
 
     requests = "vallum_proxy_requests_total"
+    # Each process adds its counts on its own second: wait for the last of each
+    # (the proxy's requests, authorize's decisions, authenticate's store get).
     samples = eventually(
         metrics_port,
         lambda s: (
             total(s, requests) >= 9
+            and total(s, "vallum_authorize_decisions_total") >= 8
             and total(s, "vallum_session_store_duration_seconds_count", operation="get") >= 1
         ),
     )

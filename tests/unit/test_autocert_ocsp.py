@@ -132,3 +132,20 @@ def test_a_delegated_responder_is_accepted_only_with_ocsp_signing() -> None:
     plain = cert("Not a responder", CA)
     with pytest.raises(OcspError, match="signature"):
         check_response(response(signer=plain, delegate=plain[0]), LEAF, CA[0], NOW)
+
+
+def test_a_response_with_several_answers_is_refused_as_unusable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # cryptography raises ValueError for the single-answer fields of such a response;
+    # anything but OcspError would escape refresh() and stall the host's renewals.
+    class Several:
+        response_status = ocsp.OCSPResponseStatus.SUCCESSFUL
+
+        @property
+        def serial_number(self) -> int:
+            raise ValueError("OCSP response contains 2 SINGLERESP structures")
+
+    monkeypatch.setattr(ocsp, "load_der_ocsp_response", lambda der: Several())
+    with pytest.raises(OcspError, match="SINGLERESP"):
+        check_response(b"", LEAF, CA[0], NOW)

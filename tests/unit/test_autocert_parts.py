@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -20,6 +20,9 @@ from services.proxy.autocert.challenges import (
     tls_alpn01_certificate,
 )
 from services.proxy.autocert.store import AutocertStore, HostState, StoreError, check_host
+from shared.config import Config, Route, WeightedURL
+from shared.pki import load_private_key
+from shared.server_tls import CertificateSet
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -148,3 +151,51 @@ def test_the_csr_names_the_host_and_asks_for_stapling_when_told(must_staple: boo
         assert not must_staple
     else:
         assert must_staple and x509.TLSFeatureType.status_request in feature
+
+
+def test_a_store_that_cannot_write_says_so_as_a_store_error(tmp_path: Path) -> None:
+    store = AutocertStore(tmp_path / "ac")
+    chain, _ = store.certificate_paths("app.test")
+    chain.parent.parent.mkdir(exist_ok=True)
+    chain.parent.write_bytes(b"")  # certs/app.test is a file: nothing can go under it
+    with pytest.raises(StoreError, match=r"app\.test"):
+        store.save_certificate("app.test", b"CHAIN", b"KEY")
+    with pytest.raises(StoreError, match=r"app\.test"):
+        store.save_state("app.test", HostState())
+
+
+async def test_a_certificate_not_saved_is_a_failed_attempt_with_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ordered but not stored: ordering again at once would spend the CA's rate limits.
+    config = Config(
+        autocert=True,
+        autocert_dir=str(tmp_path / "ac"),
+        routes=(Route(from_url="https://app.test", to=(WeightedURL("http://127.0.0.1:1"),)),),
+    )
+    auto = manager.Autocert(config, CertificateSet([], fallback=manager.self_signed("x.test")))
+
+    def obtain(*args: object) -> bytes:
+        key = load_private_key(args[-1])  # type: ignore[arg-type]
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app.test")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(NOW)
+            .not_valid_after(NOW + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("app.test")]), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    monkeypatch.setattr(manager, "obtain", obtain)
+    chain, _ = auto.store.certificate_paths("app.test")
+    chain.mkdir(parents=True)  # fullchain.pem cannot be written over a directory
+    await auto._order("app.test")
+    state = auto.store.state("app.test")
+    assert state.failures == 1 and "fullchain.pem" in state.last_error
+    assert state.next_attempt is not None and state.next_attempt > state.last_attempt  # type: ignore[operator]
+    assert auto._due("app.test") == state.next_attempt

@@ -4,6 +4,7 @@ sockets."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -157,3 +158,19 @@ def test_a_changed_ca_file_is_reloaded(
     path.write_bytes(b"not a certificate")
     assert not trust.reload_if_changed()  # refused, and the old CA stays
     assert trust.route_anchors(0) == frozenset({fingerprint_sha256(b.certificate)})
+
+
+def test_a_context_is_not_reused_for_another_pair_with_the_same_id(
+    server: CertificateSet, cas: tuple[CA, CA]
+) -> None:
+    a, _ = cas
+    trust = DownstreamTrust(Config(routes=(route("a.test", a),)), server)
+    scope = trust.scope_for("a.test")
+    assert scope is not None
+    first = trust.connection(scope, "a.test").get_context()
+    assert trust.connection(scope, "a.test").get_context() is first  # cached
+    # A replaced pair that was freed, its id now the current pair's: as the cache sees it.
+    pair = server.pair_for_name("a.test")
+    stale = dataclasses.replace(pair)
+    trust._contexts[(scope.key, id(pair))] = (stale, first)
+    assert trust.connection(scope, "a.test").get_context() is not first

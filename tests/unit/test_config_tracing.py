@@ -99,6 +99,25 @@ def test_headers_are_kept_out_of_repr() -> None:
 
 
 @pytest.mark.parametrize(
+    "item",
+    [
+        "Authorization: Bearer tok-8f2a91",  # `Name: value` for `Name=value`
+        "Authorization: Basic tok-8f2a91=",  # ... with an `=` in the secret
+        "tok-8f2a91",  # no name at all
+    ],
+)
+@pytest.mark.parametrize("environment", [False, True])
+def test_a_bad_header_is_refused_without_showing_it(item: str, environment: bool) -> None:
+    if environment:
+        environ = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": item}
+        (problem,) = problems({}, environ)
+    else:
+        (problem,) = problems({**ON, "otel_exporter_otlp_headers": ["a=b", item]})
+        assert problem.startswith("otel_exporter_otlp_headers: item 1: expected headers as key=")
+    assert "tok-8f2a91" not in problem
+
+
+@pytest.mark.parametrize(
     "key", ["otel_exporter_otlp_protocol", "otel_exporter_otlp_traces_protocol"]
 )
 def test_grpc_is_refused_naming_the_key(key: str) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from services.proxy.upstream import Pool, Target
 from services.sidecar.gate import certificate_names, identity_headers, name_allowed
+from services.sidecar.handler import Checks, SidecarHandler
 
 PEER = {
     "subject": ((("commonName", "proxy"),),),
@@ -47,3 +51,10 @@ def test_empty_or_missing_claims_set_no_header() -> None:
     claims = {"email": "", "groups": [], "sub": "", "obj": {"a": 1}, "bad": "a\r\nX-Evil: 1"}
     pairs = [("X-U", "email"), ("X-G", "groups"), ("X-M", "missing"), ("X-O", "obj")]
     assert identity_headers(claims, [*pairs, ("X-B", "bad")]) == []
+
+
+def test_a_handler_that_checks_nothing_cannot_be_built() -> None:
+    # The config refuses this first; the gate must not open if a caller skips it.
+    checks = Checks(mtls=False, allowed_names=(), verifier=None, identity=())
+    with pytest.raises(ValueError, match="checks nothing"):
+        SidecarHandler(checks, Target("127.0.0.1", 1, None, None), b"app", Pool())

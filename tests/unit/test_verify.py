@@ -28,6 +28,7 @@ from starlette.routing import Route
 from shared.jwt import AssertionSigner, SigningKey, SigningKeys, identity_claims
 from shared.verify import CODES, MemoryReplayCache, VerificationError, Verifier
 from shared.verify.asgi import VerifyMiddleware as ASGIVerify
+from shared.verify.asgi import is_exempt
 from shared.verify.check import unverified_claims
 from shared.verify.jwks import JWKSCache, check_url, max_age, url_for_issuer
 from shared.verify.wsgi import VerifyMiddleware as WSGIVerify
@@ -272,6 +273,17 @@ def test_replayed_jti(keys: SigningKeys) -> None:
     v.verify(sign(keys, jti="c"))
 
 
+def test_a_malformed_token_does_not_use_up_its_jti(keys: SigningKeys) -> None:
+    clock = Clock()
+    v = verifier(keys.jwks(), replay_cache=MemoryReplayCache(clock=clock), clock=clock)
+    signer = keys.signer
+    claims = {"iss": HOST, "aud": HOST, "iat": NOW, "exp": NOW + 60, "jti": "d", "email": 3}
+    signing_input = f"{b64json({'alg': 'ES256', 'kid': signer.kid})}.{b64json(claims)}"
+    token = f"{signing_input}.{b64(signer.sign(signing_input.encode()))}"
+    assert refused(v, token) == "malformed"
+    v.verify(sign(keys, jti="d"))
+
+
 def test_memory_replay_cache_forgets_and_is_bounded() -> None:
     clock = Clock(0)
     cache = MemoryReplayCache(max_entries=3, clock=clock)
@@ -297,6 +309,8 @@ def test_memory_replay_cache_forgets_and_is_bounded() -> None:
         f"{b64json({'alg': 'ES256'})}.e30.",
         f"{b64json({'alg': 'ES256', 'kid': 7})}.e30.",
         "x" * 20_000,
+        # Nested arrays deep enough to exhaust json's recursion, yet under MAX_TOKEN.
+        f"{b64(b'[' * 11_000)}.e30.",
     ],
 )
 def test_malformed_strings(keys: SigningKeys, token: str) -> None:
@@ -506,6 +520,16 @@ def test_wsgi_middleware(keys: SigningKeys) -> None:
         with pytest.raises(KeyError):
             c.get("/static/app.css")
         assert c.get("/staticx").status_code == 401
+
+
+def test_dot_segments_are_never_exempt() -> None:
+    exempt = ["/static/", "/healthz"]
+    assert is_exempt("/static/app.css", exempt) and is_exempt("/healthz", exempt)
+    assert not is_exempt("/static/../admin", exempt)
+    assert not is_exempt("/static/./x", exempt)
+    assert not is_exempt("/static/..", exempt)
+    assert not is_exempt("/anything", [])
+    assert is_exempt("/static/..x/y", exempt)  # only whole segments are dot segments
 
 
 def test_trust_on_first_use_checks_the_issuer_before_fetching(keys: SigningKeys) -> None:

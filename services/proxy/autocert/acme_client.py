@@ -18,12 +18,13 @@ from typing import Any, Protocol
 
 from acme import challenges, client, errors, messages
 from acme import crypto_util as acme_crypto
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
 from services.proxy.autocert.store import AutocertStore
+from shared.pki import private_key_pem
+from shared.pki.errors import first_line
 
 USER_AGENT = "vallum-autocert"
 HTTP01 = "http-01"
@@ -112,7 +113,7 @@ def obtain(
     except errors.Error as e:
         raise AcmeFailure(f"ACME: {e}") from None
     except OSError as e:  # requests' connection errors are OSErrors
-        raise AcmeFailure(f"cannot reach the ACME server: {_first_line(e)}") from None
+        raise AcmeFailure(f"cannot reach the ACME server: {first_line(e)[:300]}") from None
     if not order.fullchain_pem:
         raise AcmeFailure("the ACME server sent no certificate")
     return order.fullchain_pem.encode()
@@ -133,12 +134,7 @@ def _client(settings: AcmeSettings, store: AutocertStore) -> tuple[client.Client
 def _account(settings: AcmeSettings, store: AutocertStore) -> tuple[client.ClientV2, JWK]:
     key_pem = store.account_key(settings.directory_url)
     if key_pem is None:
-        new = ec.generate_private_key(ec.SECP256R1())
-        key_pem = new.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        key_pem = private_key_pem(ec.generate_private_key(ec.SECP256R1()))
         store.save_account_key(settings.directory_url, key_pem)
     account_key = JWKEC.load(key_pem)
     net = client.ClientNetwork(
@@ -202,8 +198,3 @@ def _problems(e: errors.ValidationError) -> str:
             if challb.error is not None:
                 found.append(f"{challb.chall.typ}: {challb.error.detail or challb.error.typ}")
     return "; ".join(found) or str(e)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:300]

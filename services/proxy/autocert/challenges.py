@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ssl
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from shared.material import KeyPair, load_cert_chain
+from shared.pki import private_key_pem
 
 HTTP01_PREFIX = b"/.well-known/acme-challenge/"
 ACME_TLS_ALPN = b"acme-tls/1"
@@ -37,7 +39,7 @@ def tls_alpn01_certificate(host: str, key_authorization: str) -> KeyPair:
 def self_signed(
     host: str,
     common_name: str,
-    extensions: list[tuple[x509.ExtensionType, bool]] = (),  # type: ignore[assignment]
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> KeyPair:
     """A week-long self-signed P-256 certificate naming `host` (the TLS-ALPN-01
     validation certificate, and a host's stand-in until its first certificate)."""
@@ -57,13 +59,7 @@ def self_signed(
     for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     cert = builder.sign(key, hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), private_pem(key), cert)
-
-
-def private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), private_key_pem(key), cert)
 
 
 def tls_alpn01_context(pair: KeyPair) -> ssl.SSLContext:

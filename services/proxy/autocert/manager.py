@@ -41,18 +41,17 @@ from services.proxy.autocert.acme_client import (
     AcmeSettings,
     obtain,
 )
+from services.proxy.autocert.challenges import self_signed as challenge_certificate
 from services.proxy.autocert.challenges import (
-    private_pem,
     tls_alpn01_certificate,
     tls_alpn01_context,
 )
-from services.proxy.autocert.challenges import self_signed as challenge_certificate
 from services.proxy.autocert.ocsp import Staple, must_staple, refresh
 from services.proxy.autocert.store import AutocertStore, HostState, StoreError
 from services.proxy.openssl_transport import server_context
 from shared.config import Config, Source
 from shared.material import KeyPair, MaterialError, load_key_pair, read_source
-from shared.pki import PKIError, load_certificates
+from shared.pki import PKIError, load_certificates, private_key_pem
 from shared.pki.files import PUBLIC_MODE, write_file
 from shared.server_tls import CertificateSet, dns_names
 
@@ -218,7 +217,7 @@ class Autocert:
         return due
 
     async def _order(self, host: str) -> None:
-        key_pem = private_pem(ec.generate_private_key(ec.SECP256R1()))
+        key_pem = private_key_pem(ec.generate_private_key(ec.SECP256R1()))
         state = self.store.state(host)
         state.last_attempt = time.time()
         self.store.save_state(host, state)
@@ -226,6 +225,7 @@ class Autocert:
         try:
             chain = await asyncio.to_thread(obtain, self.settings, self.store, self, host, key_pem)
             self._check(host, chain, key_pem)
+            self.store.save_certificate(host, chain, key_pem)
         except (AcmeFailure, MaterialError, StoreError) as e:
             state.failures += 1
             delay = retry_delay(state.failures)
@@ -241,7 +241,6 @@ class Autocert:
                 state.failures,
             )
             return
-        self.store.save_certificate(host, chain, key_pem)
         self.store.save_state(
             host, HostState(last_attempt=state.last_attempt, last_success=time.time())
         )
@@ -281,8 +280,7 @@ class Autocert:
                 cert_key=str(chain_path),
                 key_key=str(key_path),
             )
-            load_certificates(pair.cert_pem)
-        except (MaterialError, PKIError, OSError) as e:
+        except (MaterialError, OSError) as e:
             # A replica may be between its two renames: look again on the next poll.
             log.debug("autocert: %s: stored certificate not usable yet: %s", host, e)
             return installed is not None

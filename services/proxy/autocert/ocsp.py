@@ -72,13 +72,19 @@ def check_response(
         raise OcspError(f"not an OCSP response: {e}") from None
     if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise OcspError(f"the responder answered {response.response_status.name}")
-    if response.serial_number != leaf.serial_number:
+    try:
+        serial, status = response.serial_number, response.certificate_status
+        this_update = response.this_update_utc
+        next_update = response.next_update_utc or this_update + DEFAULT_LIFETIME
+    except ValueError as e:
+        # cryptography's answer to several SINGLERESPs: as an OcspError, so the host's
+        # renewals (the same task) carry on and the fetch is retried with its own delay.
+        raise OcspError(f"unusable OCSP response: {e}") from None
+    if serial != leaf.serial_number:
         raise OcspError("the response is for another certificate")
-    if response.certificate_status != ocsp.OCSPCertStatus.GOOD:
-        raise OcspError(f"the certificate's status is {response.certificate_status.name}")
+    if status != ocsp.OCSPCertStatus.GOOD:
+        raise OcspError(f"the certificate's status is {status.name}")
     _check_signer(response, issuer)
-    this_update = response.this_update_utc
-    next_update = response.next_update_utc or this_update + DEFAULT_LIFETIME
     if this_update > now + dt.timedelta(minutes=5) or next_update <= now:
         raise OcspError("the response is not current")
     return next_update

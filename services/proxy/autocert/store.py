@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.pki.errors import PKIError
 from shared.pki.files import PRIVATE_MODE, PUBLIC_MODE, ensure_private_dir, write_file
 
 # A host as a directory name: lower-case DNS labels only, so no name can climb out.
@@ -66,6 +67,22 @@ def directory_id(directory_url: str) -> str:
     return hashlib.sha256(directory_url.encode()).hexdigest()[:16]
 
 
+def _write(path: Path, data: bytes, mode: int) -> None:
+    # StoreError, not PKIError: the manager counts it as a failed attempt and backs off
+    # (a certificate ordered but not saved must not be ordered again at once).
+    try:
+        write_file(path, data, mode=mode, overwrite=True)
+    except PKIError as e:
+        raise StoreError(str(e)) from None
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        ensure_private_dir(path)
+    except PKIError as e:
+        raise StoreError(str(e)) from None
+
+
 class AutocertStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -97,10 +114,10 @@ class AutocertStore:
 
     def save_certificate(self, host: str, fullchain_pem: bytes, key_pem: bytes) -> None:
         chain, key = self.certificate_paths(host)
-        ensure_private_dir(chain.parent)
+        _mkdir(chain.parent)
         # The key first: a reader that sees the new chain must find its key.
-        write_file(key, key_pem, mode=PRIVATE_MODE, overwrite=True)
-        write_file(chain, fullchain_pem, mode=PUBLIC_MODE, overwrite=True)
+        _write(key, key_pem, PRIVATE_MODE)
+        _write(chain, fullchain_pem, PUBLIC_MODE)
 
     def hosts(self) -> list[str]:
         return sorted(p.name for p in (self.directory / "certs").iterdir() if p.is_dir())
@@ -111,18 +128,16 @@ class AutocertStore:
         path = self._host_dir(host) / "state.json"
         try:
             raw = json.loads(path.read_text())
-        except FileNotFoundError:
+        except (OSError, ValueError):  # none yet, or a torn or foreign file: start afresh
             return HostState()
-        except (OSError, ValueError):
-            return HostState()  # a torn or foreign file: start afresh
         known = set(HostState.__dataclass_fields__)
         return HostState(**{k: v for k, v in raw.items() if k in known})
 
     def save_state(self, host: str, state: HostState) -> None:
         d = self._host_dir(host)
-        ensure_private_dir(d)
+        _mkdir(d)
         data = json.dumps(asdict(state), indent=1, sort_keys=True).encode()
-        write_file(d / "state.json", data, mode=PUBLIC_MODE, overwrite=True)
+        _write(d / "state.json", data, PUBLIC_MODE)
 
     # -- the ACME account --------------------------------------------------------
 
@@ -144,20 +159,20 @@ class AutocertStore:
 
     def save_account_key(self, directory_url: str, key_pem: bytes) -> None:
         d = self.directory / "accounts" / directory_id(directory_url)
-        ensure_private_dir(d)
-        write_file(d / "key.pem", key_pem, mode=PRIVATE_MODE, overwrite=True)
+        _mkdir(d)
+        _write(d / "key.pem", key_pem, PRIVATE_MODE)
 
     def save_account(self, directory_url: str, registration: dict[str, Any]) -> None:
         d = self.directory / "accounts" / directory_id(directory_url)
-        ensure_private_dir(d)
+        _mkdir(d)
         data = json.dumps({"directory": directory_url, **registration}, indent=1).encode()
-        write_file(d / "account.json", data, mode=PUBLIC_MODE, overwrite=True)
+        _write(d / "account.json", data, PUBLIC_MODE)
 
     # -- HTTP-01 -----------------------------------------------------------------
 
     def put_http01(self, token: str, key_authorization: str) -> None:
         path = self._token_path(token)
-        write_file(path, key_authorization.encode(), mode=PUBLIC_MODE, overwrite=True)
+        _write(path, key_authorization.encode(), PUBLIC_MODE)
 
     def http01(self, token: str) -> bytes | None:
         """The key authorization for `token`, or None (unknown or malformed token)."""
@@ -181,7 +196,7 @@ class AutocertStore:
 
     def put_tls_alpn01(self, host: str, key_authorization: str) -> None:
         path = self.directory / "tls-alpn-01" / check_host(host)
-        write_file(path, key_authorization.encode(), mode=PUBLIC_MODE, overwrite=True)
+        _write(path, key_authorization.encode(), PUBLIC_MODE)
 
     def tls_alpn01(self, host: str) -> bytes | None:
         try:
